@@ -1,0 +1,77 @@
+"""Client construction: one aiobotocore session per run, one pool sized to the work.
+
+Clients are opened per run with ``async with`` (a Lambda handler that calls
+``anyio.run`` per invocation must not reuse a client bound to a closed event loop).
+Retries, timeouts, endpoint resolution (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``,
+``AWS_ENDPOINT_URL_SQS``) and credentials are botocore's own; we only set them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from ..config import Config
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
+
+FALLBACK_REGION = "us-east-1"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AwsClients:
+    """The two clients one run uses."""
+
+    s3: S3Client
+    sqs: SQSClient
+
+
+def client_config(config: Config) -> AioConfig:
+    """botocore retry mode, attempts, timeouts and a pool sized to the concurrency."""
+    return AioConfig(
+        retries={"mode": config.retry_mode, "max_attempts": config.max_attempts},
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        max_pool_connections=config.pool_size,
+    )
+
+
+@asynccontextmanager
+async def open_clients(
+    config: Config, api_calls: Counter[str] | None = None
+) -> AsyncIterator[AwsClients]:
+    """Open S3 and SQS clients for one run; count API calls by operation if asked."""
+    session = get_session()
+    # The standard chain decides the region; without one anywhere (a bare laptop
+    # against moto), fall back instead of failing on an irrelevant setting.
+    region = session.get_config_variable("region") or os.environ.get("AWS_DEFAULT_REGION")
+    kwargs: dict[str, Any] = {
+        "region_name": region or FALLBACK_REGION,
+        "config": client_config(config),
+    }
+    if config.endpoint_url:
+        kwargs["endpoint_url"] = config.endpoint_url
+    async with AsyncExitStack() as stack:
+        s3 = await stack.enter_async_context(session.create_client("s3", **kwargs))
+        sqs = await stack.enter_async_context(session.create_client("sqs", **kwargs))
+        if api_calls is not None:
+            for client in (s3, sqs):
+                _count_calls(client, api_calls)
+        yield AwsClients(s3=s3, sqs=sqs)
+
+
+def _count_calls(client: Any, counter: Counter[str]) -> None:
+    # "before-call" fires once per API call (not per retry attempt).
+    def on_call(model: Any, **_: Any) -> None:
+        counter[model.name] += 1
+
+    client.meta.events.register("before-call.*.*", on_call)

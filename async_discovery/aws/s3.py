@@ -1,0 +1,129 @@
+"""S3 adapters: the paginated lister and the conditional state store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..changes import strip_etag
+from ..errors import ListingError, StateConflict, StateTooLarge, StorageError
+from ..models import ListedObject
+from ..ports import RawPage
+from .errors import AWS_ERRORS, describe, error_code, http_status
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class S3Lister:
+    """Lists one bucket with botocore's ``list_objects_v2`` paginator (1,000 keys a page).
+
+    botocore asks for ``EncodingType=url`` and decodes keys itself, so keys with spaces,
+    ``+``, ``%`` or unicode come back exactly as stored.
+    """
+
+    def __init__(self, client: S3Client, bucket: str, page_size: int = 1000) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.page_size = page_size
+
+    async def pages(
+        self, prefix: str, *, delimiter: bool, start_after: str | None = None
+    ) -> AsyncGenerator[RawPage, None]:
+        """Yield pages of ``prefix``; raise :class:`ListingError` once botocore gives up."""
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "PaginationConfig": {"PageSize": self.page_size},
+        }
+        if delimiter:
+            params["Delimiter"] = "/"
+        if start_after:
+            params["StartAfter"] = start_after
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(**params):
+                objects = [
+                    ListedObject(
+                        key=item["Key"],
+                        etag=strip_etag(item.get("ETag", "")),
+                        size=int(item.get("Size", 0)),
+                        last_modified=item.get("LastModified", _EPOCH),
+                    )
+                    for item in page.get("Contents", ())
+                ]
+                prefixes = [cp["Prefix"] for cp in page.get("CommonPrefixes", ())]
+                yield RawPage(objects, prefixes)
+        except AWS_ERRORS as exc:
+            code = error_code(exc)
+            if code == "NoSuchBucket":
+                raise ListingError(f"source bucket {self.bucket!r} does not exist") from exc
+            raise ListingError(
+                f"listing s3://{self.bucket}/{prefix} failed: {describe(exc)}"
+            ) from exc
+
+
+class S3StateStore:
+    """The state object: read with its ETag, written with ``If-Match``/``If-None-Match``."""
+
+    def __init__(self, client: S3Client, bucket: str, key: str, max_bytes: int) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self.max_bytes = max_bytes
+
+    @property
+    def name(self) -> str:
+        """``s3://bucket/key``."""
+        return f"s3://{self.bucket}/{self.key}"
+
+    async def load(self) -> tuple[bytes | None, str | None]:
+        """The state bytes and ETag, or (None, None) when the object does not exist."""
+        try:
+            resp = await self.client.get_object(Bucket=self.bucket, Key=self.key)
+            length = int(resp.get("ContentLength", 0))
+            if length > self.max_bytes:
+                resp["Body"].close()
+                raise StateTooLarge(
+                    f"state object {self.name} is {length} bytes, "
+                    f"over STATE_MAX_BYTES={self.max_bytes}"
+                )
+            async with resp["Body"] as stream:
+                body = await stream.read()
+            return body, resp["ETag"]
+        except AWS_ERRORS as exc:
+            code = error_code(exc)
+            if code in ("NoSuchKey", "404") or (code == "" and http_status(exc) == 404):
+                return None, None
+            if code == "NoSuchBucket":
+                raise StorageError(f"state bucket {self.bucket!r} does not exist") from exc
+            raise StorageError(f"reading state {self.name} failed: {describe(exc)}") from exc
+
+    async def save(self, body: bytes, *, if_match: str | None) -> str:
+        """Conditional ``PutObject``; a refused condition raises :class:`StateConflict`."""
+        condition: dict[str, str] = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
+        try:
+            resp = await self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=body,
+                ContentType="application/json",
+                **condition,  # type: ignore[arg-type]
+            )
+        except AWS_ERRORS as exc:
+            code = error_code(exc)
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or http_status(exc) in (
+                409,
+                412,
+            ):
+                raise StateConflict(f"{self.name} changed since it was read ({code})") from exc
+            if code == "NoSuchKey" and if_match:
+                # Deleted since we read it: also a conflict, resolved by reloading.
+                raise StateConflict(f"{self.name} was deleted since it was read") from exc
+            if code == "NoSuchBucket":
+                raise StorageError(f"state bucket {self.bucket!r} does not exist") from exc
+            raise StorageError(f"writing state {self.name} failed: {describe(exc)}") from exc
+        return str(resp.get("ETag", ""))

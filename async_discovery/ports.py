@@ -1,0 +1,69 @@
+"""The three I/O interfaces the pipeline needs, as small Protocols.
+
+The pipeline never imports an AWS library: :mod:`async_discovery.aws` implements these
+against aiobotocore, and tests of pipeline mechanics may implement them in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncGenerator, Sequence
+from typing import Protocol
+
+from .models import ListedObject, Outgoing
+
+
+@dataclasses.dataclass(slots=True)
+class RawPage:
+    """One ``ListObjectsV2`` page: objects, and (with a delimiter) rolled-up prefixes."""
+
+    objects: list[ListedObject]
+    common_prefixes: list[str]
+
+
+@dataclasses.dataclass(slots=True)
+class BatchResult:
+    """One ``SendMessageBatch`` call: accepted entries, entries worth re-sending
+    (``SenderFault`` false), and entries refused for good."""
+
+    accepted: list[Outgoing]
+    retryable: list[tuple[Outgoing, str]]
+    rejected: list[tuple[Outgoing, str]]
+
+
+class Lister(Protocol):
+    """Lists a bucket prefix page by page (raises ``ListingError`` when it cannot)."""
+
+    def pages(
+        self, prefix: str, *, delimiter: bool, start_after: str | None = None
+    ) -> AsyncGenerator[RawPage, None]:
+        """Yield the listing pages of ``prefix`` in key order."""
+        ...
+
+
+class StateStore(Protocol):
+    """Reads and conditionally writes the one state object."""
+
+    @property
+    def name(self) -> str:
+        """``s3://bucket/key``, for messages."""
+        ...
+
+    async def load(self) -> tuple[bytes | None, str | None]:
+        """The raw state and its ETag, or (None, None) when no state object exists."""
+        ...
+
+    async def save(self, body: bytes, *, if_match: str | None) -> str:
+        """Write ``body`` if the object still has ETag ``if_match`` (None: if none exists).
+
+        Returns the new ETag; raises ``StateConflict`` when the condition fails.
+        """
+        ...
+
+
+class Sender(Protocol):
+    """Sends one batch of at most 10 messages (raises ``QueueError`` queue-wide)."""
+
+    async def send_batch(self, batch: Sequence[Outgoing]) -> BatchResult:
+        """One ``SendMessageBatch`` call."""
+        ...

@@ -1,0 +1,63 @@
+"""Where a listing pass stands: per-listing page progress and the resume cursor.
+
+Workers take pages of one listing out of order (several workers, one stream), so the
+point a truncated pass can resume from is the last key of the last page such that
+every page before it was processed: :class:`ListingProgress` keeps exactly that.
+The cursor saved in state (per scanned prefix) is a small JSON object:
+
+* folders strategy: ``{"strategy": "folders", "pending": {folder: start_after},
+  "after_folder": name-or-null, "initial_scan": policy-or-absent}``: folders at or
+  before ``after_folder`` (in S3 order) are done unless pending; later ones not begun.
+* flat strategy: ``{"strategy": "flat", "start_after": key}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(slots=True)
+class ListingProgress:
+    """Page bookkeeping for one listing (one subfolder, or the flat prefix)."""
+
+    start_after: str | None = None
+    pages_listed: int = 0
+    listing_finished: bool = False
+    failed: bool = False
+    _handled: set[int] = dataclasses.field(default_factory=set)
+    _last_keys: dict[int, str | None] = dataclasses.field(default_factory=dict)
+    _upto: int = -1
+
+    def listed(self, seq: int, last_key: str | None) -> None:
+        """A page was listed (and is about to be queued for a worker)."""
+        self.pages_listed = max(self.pages_listed, seq + 1)
+        self._last_keys[seq] = last_key
+
+    def handled(self, seq: int) -> None:
+        """A worker took the page's candidates into its send buffer."""
+        self._handled.add(seq)
+        while self._upto + 1 in self._handled:
+            self._upto += 1
+            self._handled.discard(self._upto)
+            key = self._last_keys.pop(self._upto, None)
+            if key is not None:
+                self.start_after = key
+
+    @property
+    def complete(self) -> bool:
+        """The whole listing was listed and every page handled."""
+        return self.listing_finished and not self.failed and self._upto + 1 == self.pages_listed
+
+
+def folder_sort_key(folder: str) -> str:
+    """S3 orders the common prefix ``F/``, not ``F``: compare folders the same way."""
+    return folder + "/"
+
+
+def pending_from_cursor(cursor: dict[str, Any] | None) -> dict[str, str | None]:
+    """Unfinished folders of a saved folders-strategy cursor, with their resume keys."""
+    if not cursor or cursor.get("strategy") != "folders":
+        return {}
+    pending = cursor.get("pending") or {}
+    return {str(f): (str(k) if k else None) for f, k in pending.items()}

@@ -1,0 +1,69 @@
+"""Wires a :class:`~async_discovery.config.Config` to the AWS adapters and the pipeline.
+
+The entry points (Lambda handler, CLI, demo, bench) all call :func:`run_scan`; it
+never raises for an expected failure: it returns the summary with a 500 instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, TextIO
+
+from .aws import S3Lister, S3StateStore, SqsSender, open_clients
+from .config import Config
+from .deadline import Deadline
+from .errors import ConfigError, DiscoveryError
+from .logs import emit_line
+from .metrics import emf_record
+from .pipeline import Explain, Scanner
+from .summary import RunStats, build_summary
+
+log = logging.getLogger("async_discovery")
+
+
+async def run_scan(
+    config: Config,
+    *,
+    deadline: Deadline | None = None,
+    explain: Explain | None = None,
+    stats: RunStats | None = None,
+    metrics_stream: TextIO | None = None,
+    emit_metrics: bool = True,
+) -> dict[str, Any]:
+    """One complete run: returns the summary dict (statusCode 200, 207 or 500)."""
+    started = time.perf_counter()
+    stats = stats if stats is not None else RunStats()
+    error: str | None
+    try:
+        async with open_clients(config, stats.api_calls) as clients:
+            sender = None
+            if not config.dry_run and config.queue_url:
+                sender = SqsSender(clients.sqs, config.queue_url)
+            scanner = Scanner(
+                config,
+                S3Lister(clients.s3, config.source_bucket),
+                S3StateStore(
+                    clients.s3, config.state_bucket, config.state_key, config.state_max_bytes
+                ),
+                sender,
+                stats=stats,
+                deadline=deadline,
+                explain=explain,
+            )
+            error = await scanner.run()
+    except DiscoveryError as exc:
+        error = str(exc)
+    seconds = time.perf_counter() - started
+    summary = build_summary(stats, seconds, error=error, dry_run=config.dry_run)
+    log.info("scan finished", extra={"event": "scan_summary", **summary})
+    if emit_metrics:
+        emit_line(emf_record(stats, seconds, status=summary["statusCode"]), metrics_stream)
+    return summary
+
+
+def config_error_summary(exc: ConfigError, seconds: float = 0.0) -> dict[str, Any]:
+    """The 500 summary for a configuration that could not be built."""
+    summary = build_summary(RunStats(), seconds, error=str(exc))
+    summary["problems"] = exc.problems
+    return summary

@@ -1,0 +1,74 @@
+"""Run counters and the summary a run returns (SPEC "Summary")."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import Any
+
+from .discovery import Verdict
+
+OK, PARTIAL, FAILED = 200, 207, 500
+
+
+@dataclasses.dataclass(slots=True)
+class RunStats:
+    """Counters filled during one run."""
+
+    listed: int = 0
+    candidates: int = 0
+    queued: int = 0
+    skipped: int = 0
+    errors: int = 0
+    deferred: int = 0
+    marked: int = 0
+    pruned: int = 0
+    new: int = 0
+    updated: int = 0
+    folder_errors: int = 0
+    ignored: Counter[str] = dataclasses.field(default_factory=Counter)
+    api_calls: Counter[str] = dataclasses.field(default_factory=Counter)
+    truncated: bool = False
+    state_written: bool = False
+    state_write_attempts: int = 0
+
+    def count_ignored(self, verdict: Verdict, n: int = 1) -> None:
+        """Count ``n`` ignored objects under the rule that excluded them."""
+        self.ignored[verdict.value] += n
+
+
+def status_code(stats: RunStats, error: str | None) -> int:
+    """200 when complete and clean, 207 when some files or folders failed, 500 on error."""
+    if error is not None:
+        return FAILED
+    if stats.errors or stats.folder_errors:
+        return PARTIAL
+    return OK
+
+
+def build_summary(
+    stats: RunStats, seconds: float, *, error: str | None = None, dry_run: bool = False
+) -> dict[str, Any]:
+    """The summary dict: SPEC's five keys first, then the extra counters."""
+    summary: dict[str, Any] = {
+        "statusCode": status_code(stats, error),
+        "queued": stats.queued,
+        "skipped": stats.skipped,
+        "errors": stats.errors,
+        "execution_time_seconds": round(seconds, 3),
+        "listed": stats.listed,
+        "candidates": stats.candidates,
+        "ignored": sum(stats.ignored.values()),
+        "new": stats.new,
+        "updated": stats.updated,
+        "deferred": stats.deferred,
+        "marked": stats.marked,
+        "pruned": stats.pruned,
+        "folder_errors": stats.folder_errors,
+        "truncated": stats.truncated,
+        "dry_run": dry_run,
+        "api_calls": dict(sorted(stats.api_calls.items())),
+    }
+    if error is not None:
+        summary["error"] = error
+    return summary
