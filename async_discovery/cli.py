@@ -1,7 +1,10 @@
-"""The ``async-discovery`` command: ``scan`` and ``demo``.
+"""The ``async-discovery`` command: ``scan``, ``demo``, ``seed`` and ``iam-policy``.
 
 Exit status of ``scan`` (SPEC): 0 when statusCode is 200, 3 when 207, 1 when 500 and 2
-for usage errors. The summary is one JSON line on stdout; logs go to stderr.
+for usage errors. The summary is one JSON line on stdout (``--output table``: a table for
+people, same exit status); logs and the metrics line go to stderr, and so does the live
+progress line, drawn only when stderr is a terminal. Terminal rendering lives in
+:mod:`async_discovery.console`, the IAM policy in :mod:`async_discovery.iam`.
 """
 
 from __future__ import annotations
@@ -12,26 +15,54 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO, cast
 
 import anyio
 
 from ._version import __version__
-from .config import Config
+from .config import DEFAULT_SKIP_FOLDERS, DEFAULT_STATE_KEY, Config
 from .errors import ConfigError
 from .logs import configure_logging
 from .runner import config_error_summary, run_scan
+from .summary import RunStats
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+OUTPUTS = ("json", "table")
 
 # (flag, Config field, environment variable, help)
 SCAN_FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
-    ("--bucket", "source_bucket", "S3_SOURCE_BUCKET", "bucket holding the CSV files"),
-    ("--prefix", "prefix", "S3_PREFIX", "prefix to scan ('incoming' = 'incoming/')"),
-    ("--queue-url", "queue_url", "SQS_QUEUE_URL", "target SQS queue URL (standard or FIFO)"),
-    ("--state-bucket", "state_bucket", "S3_STATE_BUCKET", "bucket of the state object"),
-    ("--state-key", "state_key", "S3_STATE_KEY", "key of the state object"),
-    ("--skip-folders", "skip_folders", "SKIP_FOLDERS", "comma-separated folders to skip"),
+    ("--bucket", "source_bucket", "S3_SOURCE_BUCKET", "bucket holding the CSV files; required"),
+    (
+        "--prefix",
+        "prefix",
+        "S3_PREFIX",
+        "prefix to scan, 'incoming' = 'incoming/'; default: empty = whole bucket",
+    ),
+    (
+        "--queue-url",
+        "queue_url",
+        "SQS_QUEUE_URL",
+        "target SQS queue URL (standard or FIFO); required unless --dry-run",
+    ),
+    (
+        "--state-bucket",
+        "state_bucket",
+        "S3_STATE_BUCKET",
+        "bucket of the state object; default: the source bucket",
+    ),
+    (
+        "--state-key",
+        "state_key",
+        "S3_STATE_KEY",
+        f"key of the state object; default: {DEFAULT_STATE_KEY}",
+    ),
+    (
+        "--skip-folders",
+        "skip_folders",
+        "SKIP_FOLDERS",
+        f"comma-separated folders never processed; default: {','.join(DEFAULT_SKIP_FOLDERS)}",
+    ),
     (
         "--endpoint-url",
         "endpoint_url",
@@ -46,50 +77,162 @@ def exit_code(status: int) -> int:
     return {200: EXIT_OK, 207: EXIT_PARTIAL}.get(status, EXIT_FAILED)
 
 
+_EPILOG = """\
+exit status of scan: 0 = statusCode 200, 3 = 207 (some files failed), 1 = 500 (bad
+configuration or the run could not complete), 2 = usage error.
+Flags override the environment variable named in their help. Credentials and region
+come from the standard AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_REGION, ...).
+"""
+
+
+def _help(text: str, env: str | None) -> str:
+    """A flag's help with the environment variable behind it (or 'flag only')."""
+    return f"{text} [env {env}]" if env else f"{text} [flag only]"
+
+
+def _log_level_parent() -> argparse.ArgumentParser:
+    # Accepted before or after the subcommand: `async-discovery scan --log-level DEBUG`.
+    # SUPPRESS keeps the subcommand from resetting a level given before it.
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help=_help("level of the JSON logs on stderr; default INFO", "LOG_LEVEL"),
+    )
+    return parent
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, *, endpoint: bool = True) -> None:
+    for flag, _field, env, text in SCAN_FLAGS:
+        if flag == "--endpoint-url" and not endpoint:
+            continue
+        parser.add_argument(flag, default=None, metavar=flag[2:].upper(), help=_help(text, env))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every flag names the environment variable behind it)."""
+    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="async-discovery",
         description="Find new or updated CSV files in S3 and enqueue them to SQS.",
+        epilog=_EPILOG,
+        formatter_class=formatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--log-level",
         default=os.environ.get("LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
-        help="log level of the JSON logs on stderr (env LOG_LEVEL; default INFO)",
+        choices=LOG_LEVELS,
+        help=_help("level of the JSON logs on stderr; default INFO", "LOG_LEVEL"),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = [_log_level_parent()]
 
     scan = sub.add_parser(
         "scan",
         help="run one scan",
-        description="Run one scan. Flags override the environment variables named.",
+        description="Run one scan: list the prefix, send new or updated CSVs to SQS, write "
+        "the state once. The summary goes to stdout; logs, the metrics line and (on a "
+        "terminal) a live progress line go to stderr.",
+        epilog=_EPILOG,
+        formatter_class=formatter,
+        parents=common,
     )
-    for flag, _field, env, text in SCAN_FLAGS:
-        env_text = f" (env {env})" if env else ""
-        scan.add_argument(flag, default=None, help=f"{text}{env_text}")
+    _add_config_flags(scan)
     scan.add_argument(
-        "--dry-run", action="store_true", help="send nothing, write nothing; count what would go"
+        "--dry-run",
+        action="store_true",
+        help=_help(
+            'send nothing, write nothing; count what would go (Lambda: event {"dry_run": true})',
+            None,
+        ),
     )
     scan.add_argument(
         "--explain",
         action="store_true",
-        help="with --dry-run: one JSON line per object on stdout saying why",
+        help=_help("with --dry-run: one JSON line per object on stdout saying why", None),
     )
     scan.add_argument(
         "--force-rebind",
         action="store_true",
         default=None,
-        help="accept a state object recorded for another bucket (env FORCE_REBIND)",
+        help=_help("accept a state object recorded for another bucket", "FORCE_REBIND"),
+    )
+    scan.add_argument(
+        "--output",
+        choices=OUTPUTS,
+        default="json",
+        help=_help("summary format on stdout: json (one line, default) or table", None),
+    )
+    scan.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help=_help(
+            "no live progress line (it is drawn only when stderr is a terminal anyway)", None
+        ),
     )
     scan.set_defaults(func=cmd_scan)
+
+    policy = sub.add_parser(
+        "iam-policy",
+        help="print the least-privilege IAM policy for this configuration",
+        description="Print the IAM policy (JSON) the scanner's role needs for the configured "
+        "source bucket and prefix, state object and queue. Makes no AWS call. Notes about "
+        "parts that could not be derived (e.g. a moto queue URL has no region) go to "
+        "stderr.",
+        formatter_class=formatter,
+        parents=common,
+    )
+    _add_config_flags(policy, endpoint=False)
+    policy.add_argument(
+        "--region",
+        default=None,
+        help=_help(
+            "region for the queue ARN when the queue URL does not name one (moto, "
+            "LocalStack); default '*'",
+            "AWS_REGION or AWS_DEFAULT_REGION",
+        ),
+    )
+    policy.set_defaults(func=cmd_iam_policy)
+
+    seed = sub.add_parser(
+        "seed",
+        help="put the demo's sample bucket and queue on a local endpoint (moto)",
+        description="Create the demo's sample bucket (objects under incoming/) and queue on "
+        "an S3/SQS endpoint such as a moto server you started, so `scan` has something to "
+        "find. Prints one JSON line with the bucket, prefix and queue URL.",
+        formatter_class=formatter,
+        parents=common,
+    )
+    seed.add_argument(
+        "--endpoint-url",
+        default=None,
+        help=_help("the endpoint to seed; required", "AWS_ENDPOINT_URL"),
+    )
+    seed.add_argument(
+        "--bucket",
+        default=None,
+        help=_help("bucket to create; default demo-bucket", "S3_SOURCE_BUCKET"),
+    )
+    seed.add_argument(
+        "--queue-name",
+        default="demo-queue",
+        help=_help("queue to create; default demo-queue", None),
+    )
+    seed.set_defaults(func=cmd_seed)
 
     demo = sub.add_parser(
         "demo",
         help="scan sample data on an in-process moto server (no AWS account)",
-        description="Start a moto server on 127.0.0.1, seed a sample bucket, scan twice.",
+        description="Start a moto server on 127.0.0.1, seed a sample bucket, scan twice. "
+        "Needs the demo extra: pip install 'async-discovery[demo]'. Reads no "
+        "environment variables.",
+        formatter_class=formatter,
+        parents=common,
     )
     demo.set_defaults(func=cmd_demo)
     return parser
@@ -99,6 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.log_level not in LOG_LEVELS:  # only an invalid LOG_LEVEL variable gets here
+        sys.stderr.write(
+            f"async-discovery: LOG_LEVEL = {args.log_level!r}: unknown level; "
+            f"expected {', '.join(LOG_LEVELS)}\n"
+        )
+        return EXIT_USAGE
     configure_logging(args.log_level)
     code: int = args.func(args)
     return code
@@ -109,28 +258,123 @@ def _print_json(doc: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _print_summary(summary: dict[str, Any], output: str) -> None:
+    if output == "table":
+        from .console import summary_table
+
+        sys.stdout.write(summary_table(summary))
+        sys.stdout.flush()
+    else:
+        _print_json(summary)
+
+
+def _config_from_args(
+    args: argparse.Namespace, command: str, **overrides: Any
+) -> Config | ConfigError:
+    """The Config from the environment and the flags, or the ConfigError after printing
+    each of its problems on stderr, one line each."""
+    for flag, field, _env, _text in SCAN_FLAGS:
+        overrides.setdefault(field, getattr(args, flag[2:].replace("-", "_"), None))
+    try:
+        return Config.from_env(os.environ, **overrides)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"async-discovery {command}: {problem}\n")
+        return exc
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     """``scan``: one run; the summary on stdout; exit 0/3/1."""
-    overrides: dict[str, Any] = {}
-    for flag, field, _env, _text in SCAN_FLAGS:
-        overrides[field] = getattr(args, flag[2:].replace("-", "_"))
-    overrides["dry_run"] = bool(args.dry_run) or None
-    overrides["explain"] = bool(args.explain) or None
-    overrides["force_rebind"] = args.force_rebind
     if args.explain and not args.dry_run:
         sys.stderr.write("async-discovery scan: --explain needs --dry-run\n")
         return EXIT_USAGE
-    try:
-        config = Config.from_env(os.environ, **overrides)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            sys.stderr.write(f"async-discovery scan: {problem}\n")
-        _print_json(config_error_summary(exc))
+    config = _config_from_args(
+        args,
+        "scan",
+        dry_run=bool(args.dry_run) or None,
+        explain=bool(args.explain) or None,
+        force_rebind=args.force_rebind,
+    )
+    if isinstance(config, ConfigError):
+        _print_summary(config_error_summary(config), args.output)
         return EXIT_FAILED
     explain = _print_json if config.explain else None
-    summary = anyio.run(functools.partial(run_scan, config, explain=explain))
-    _print_json(summary)
+    # Progress only for a person watching: not when stderr is a file or a pipe, and not
+    # with --explain (its lines on stdout would interleave with the status line).
+    if args.progress and not config.explain and sys.stderr.isatty():
+        summary = anyio.run(_scan_with_progress, config, args.log_level)
+    else:
+        summary = anyio.run(functools.partial(run_scan, config, explain=explain))
+    _print_summary(summary, args.output)
     return exit_code(int(summary["statusCode"]))
+
+
+async def _scan_with_progress(config: Config, log_level: str) -> dict[str, Any]:
+    """``run_scan`` with a live status line on stderr, redrawn from the run's counters."""
+    from .console import ProgressLine
+
+    line = ProgressLine(sys.stderr, RunStats())
+    # Logs and the metrics line go through the status line, which clears itself first.
+    stream = cast(TextIO, line)
+    configure_logging(log_level, stream)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(line.run)
+            summary = await run_scan(config, stats=line.stats, metrics_stream=stream)
+            tg.cancel_scope.cancel()
+        line.finish()
+    finally:
+        configure_logging(log_level)
+    return summary
+
+
+def cmd_iam_policy(args: argparse.Namespace) -> int:
+    """``iam-policy``: print the least-privilege policy JSON on stdout; no AWS call."""
+    from .iam import build_policy
+
+    config = _config_from_args(args, "iam-policy")
+    if isinstance(config, ConfigError):
+        return EXIT_FAILED
+    region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    policy = build_policy(config, region=region or None)
+    for note in policy.notes:
+        sys.stderr.write(f"async-discovery iam-policy: note: {note}\n")
+    sys.stdout.write(json.dumps(policy.document, indent=2) + "\n")
+    return EXIT_OK
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    """``seed``: the demo's sample data on a local endpoint; prints bucket and queue URL."""
+    from .aws.errors import AWS_ERRORS, describe
+    from .demo import BUCKET, PREFIX, SAMPLE, seed_sample
+
+    endpoint = (
+        args.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    if not endpoint:
+        sys.stderr.write(
+            "async-discovery seed: --endpoint-url (or AWS_ENDPOINT_URL) is required; "
+            "expected the URL of a local S3/SQS endpoint such as http://127.0.0.1:5000\n"
+        )
+        return EXIT_USAGE
+    bucket = args.bucket or os.environ.get("S3_SOURCE_BUCKET") or BUCKET
+    try:
+        queue_url = anyio.run(seed_sample, endpoint, bucket, args.queue_name)
+    except AWS_ERRORS as exc:
+        sys.stderr.write(f"async-discovery seed: seeding {endpoint} failed: {describe(exc)}\n")
+        return EXIT_FAILED
+    _print_json(
+        {
+            "endpoint_url": endpoint,
+            "bucket": bucket,
+            "prefix": PREFIX,
+            "queue_url": queue_url,
+            "objects": len(SAMPLE),
+        }
+    )
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

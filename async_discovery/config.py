@@ -26,6 +26,37 @@ DEFAULT_SKIP_FOLDERS = ("logs", "temp", "backups")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_BUCKET_RULE = (
+    "3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter or digit"
+)
+_QUEUE_URL_FORM = "https://sqs.<region>.amazonaws.com/<account id>/<queue name>"
+
+# The CLI flag behind each variable that has one, so a problem line names both
+# (tests/test_cli.py checks this against the CLI's parser).
+FLAG_OF: dict[str, str] = {
+    "S3_SOURCE_BUCKET": "--bucket",
+    "S3_PREFIX": "--prefix",
+    "SQS_QUEUE_URL": "--queue-url",
+    "S3_STATE_BUCKET": "--state-bucket",
+    "S3_STATE_KEY": "--state-key",
+    "SKIP_FOLDERS": "--skip-folders",
+    "FORCE_REBIND": "--force-rebind",
+}
+
+
+def problem(name: str, value: str | None, issue: str, accepted: str) -> str:
+    """One configuration problem as one line, like a good CLI error: the variable (and
+    its flag), the value as given, what is wrong with it and what is accepted.
+
+    ``value`` None means unset: ``S3_SOURCE_BUCKET (--bucket) is required but not set;
+    expected ...``. Long values are cut, so one bad value cannot flood the terminal.
+    """
+    flag = FLAG_OF.get(name)
+    who = f"{name} ({flag})" if flag and not name.startswith("-") else name
+    if value is None:
+        return f"{who} {issue}; expected {accepted}"
+    shown = repr(value) if len(value) <= 80 else f"{value[:60]!r}... ({len(value)} characters)"
+    return f"{who} = {shown}: {issue}; expected {accepted}"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -63,6 +94,9 @@ class Config:
     # sending is cheap per batch, so a handful of workers keep SQS busy.
     list_strategy: ListStrategy = "auto"
     folder_threshold: int = 1000
+    # Keys per ListObjectsV2 page (S3 returns at most 1,000); smaller pages make the
+    # deadline checks (and so resume cursors) finer-grained, at more requests per key.
+    list_page_size: int = 1000
     list_concurrency: int = 8
     workers: int = 8
     queue_size: int = 8
@@ -101,25 +135,34 @@ class Config:
                 return str(over)
             return env.get(env_name)
 
-        def required(name: str, env_name: str, flag: str) -> str | None:
+        def required(name: str, env_name: str, accepted: str) -> str | None:
             value = raw(name, env_name)
             if value is None or not value.strip():
-                problems.append(f"{env_name} (or {flag}) is required but not set")
+                problems.append(problem(env_name, None, "is required but not set", accepted))
                 return None
             return value.strip()
 
-        bucket = required("source_bucket", "S3_SOURCE_BUCKET", "--bucket")
+        bucket = required(
+            "source_bucket", "S3_SOURCE_BUCKET", "the name of the bucket holding the CSV files"
+        )
         if bucket is not None and not _BUCKET_RE.match(bucket):
             problems.append(
-                f"S3_SOURCE_BUCKET={bucket!r} is not a valid bucket name "
-                "(3-63 characters: lower-case letters, digits, '.', '-')"
+                problem("S3_SOURCE_BUCKET", bucket, "not a valid bucket name", _BUCKET_RULE)
             )
         values["source_bucket"] = bucket or ""
 
         prefix_raw = raw("prefix", "S3_PREFIX") or ""
         prefix_problem = _check_prefix(prefix_raw)
         if prefix_problem:
-            problems.append(f"S3_PREFIX={prefix_raw!r} {prefix_problem}")
+            problems.append(
+                problem(
+                    "S3_PREFIX",
+                    prefix_raw,
+                    prefix_problem,
+                    "a relative key prefix such as 'incoming' or 'incoming/' (empty = whole "
+                    "bucket)",
+                )
+            )
         values["prefix"] = normalise_prefix(prefix_raw)
 
         dry_run = overrides.get("dry_run")
@@ -134,15 +177,19 @@ class Config:
         queue = raw("queue_url", "SQS_QUEUE_URL")
         if queue is None or not queue.strip():
             if not values["dry_run"]:
-                problems.append("SQS_QUEUE_URL (or --queue-url) is required unless --dry-run")
+                problems.append(
+                    problem(
+                        "SQS_QUEUE_URL",
+                        None,
+                        "is required (unless --dry-run) but not set",
+                        _QUEUE_URL_FORM,
+                    )
+                )
             values["queue_url"] = None
         else:
             queue = queue.strip()
             if not re.match(r"^https?://[^/\s]+/\S+$", queue):
-                problems.append(
-                    f"SQS_QUEUE_URL={queue!r} is not a queue URL "
-                    "(expected https://sqs.<region>.amazonaws.com/<account>/<name>)"
-                )
+                problems.append(problem("SQS_QUEUE_URL", queue, "not a queue URL", _QUEUE_URL_FORM))
             values["queue_url"] = queue
 
         state_bucket = raw("state_bucket", "S3_STATE_BUCKET")
@@ -151,14 +198,25 @@ class Config:
         else:
             state_bucket = state_bucket.strip()
             if not _BUCKET_RE.match(state_bucket):
-                problems.append(f"S3_STATE_BUCKET={state_bucket!r} is not a valid bucket name")
+                problems.append(
+                    problem(
+                        "S3_STATE_BUCKET", state_bucket, "not a valid bucket name", _BUCKET_RULE
+                    )
+                )
         values["state_bucket"] = state_bucket
 
         state_key = raw("state_key", "S3_STATE_KEY")
         if state_key is None or not state_key.strip():
             state_key = DEFAULT_STATE_KEY
         elif len(state_key.encode("utf-8", "surrogatepass")) > 1024:
-            problems.append("S3_STATE_KEY is longer than 1024 bytes (the S3 key limit)")
+            problems.append(
+                problem(
+                    "S3_STATE_KEY",
+                    state_key,
+                    "longer than 1024 bytes",
+                    "an object key of at most 1024 bytes (UTF-8), the S3 limit",
+                )
+            )
         values["state_key"] = state_key
 
         skip_raw = raw("skip_folders", "SKIP_FOLDERS")
@@ -169,7 +227,12 @@ class Config:
             bad = [n for n in names if "/" in n]
             if bad:
                 problems.append(
-                    f"SKIP_FOLDERS={skip_raw!r}: folder names cannot contain '/' ({bad[0]!r})"
+                    problem(
+                        "SKIP_FOLDERS",
+                        skip_raw,
+                        f"folder names cannot contain '/' ({bad[0]!r})",
+                        "comma-separated folder names such as 'logs,temp' (empty = skip none)",
+                    )
                 )
             values["skip_folders"] = frozenset(n for n in names if n)
 
@@ -178,7 +241,15 @@ class Config:
         if endpoint is not None and str(endpoint).strip():
             endpoint = str(endpoint)
             if not re.match(r"^https?://\S+$", endpoint.strip()):
-                problems.append(f"--endpoint-url={endpoint!r} is not an http(s) URL")
+                problems.append(
+                    problem(
+                        "--endpoint-url",
+                        endpoint,
+                        "not an http(s) URL",
+                        "a URL such as http://127.0.0.1:5000 (or leave it out and set "
+                        "AWS_ENDPOINT_URL)",
+                    )
+                )
             values["endpoint_url"] = endpoint.strip()
 
         prune = _parse_bool(env.get("PRUNE_MISSING", "true"), "PRUNE_MISSING", problems)
@@ -191,18 +262,23 @@ class Config:
 
         strategy = (raw("list_strategy", "LIST_STRATEGY") or "auto").strip().lower()
         if strategy not in ("auto", "folders", "flat"):
-            problems.append(f"LIST_STRATEGY={strategy!r} must be one of auto, folders, flat")
+            problems.append(
+                problem("LIST_STRATEGY", strategy, "unknown strategy", "auto, folders or flat")
+            )
             strategy = "auto"
         values["list_strategy"] = strategy
 
         mode = (raw("retry_mode", "RETRY_MODE") or "standard").strip().lower()
         if mode not in ("standard", "adaptive", "legacy"):
-            problems.append(f"RETRY_MODE={mode!r} must be one of standard, adaptive, legacy")
+            problems.append(
+                problem("RETRY_MODE", mode, "unknown mode", "standard, adaptive or legacy")
+            )
             mode = "standard"
         values["retry_mode"] = mode
 
         ints = {
             "folder_threshold": ("FOLDER_THRESHOLD", 1),
+            "list_page_size": ("LIST_PAGE_SIZE", 1),
             "list_concurrency": ("LIST_CONCURRENCY", 1),
             "workers": ("WORKERS", 1),
             "queue_size": ("QUEUE_SIZE", 1),
@@ -218,10 +294,14 @@ class Config:
             try:
                 number = int(text)
             except ValueError:
-                problems.append(f"{env_name}={text!r} must be a whole number >= {minimum}")
+                problems.append(
+                    problem(env_name, text, "not a whole number", f"a whole number >= {minimum}")
+                )
                 continue
             if number < minimum:
-                problems.append(f"{env_name}={text!r} must be a whole number >= {minimum}")
+                problems.append(
+                    problem(env_name, text, "too small", f"a whole number >= {minimum}")
+                )
                 continue
             values[name] = number
 
@@ -238,10 +318,14 @@ class Config:
             try:
                 seconds = float(text)
             except ValueError:
-                problems.append(f"{env_name}={text!r} must be a number of seconds >= 0")
+                problems.append(
+                    problem(env_name, text, "not a number", "a number of seconds >= 0, e.g. 2.5")
+                )
                 continue
             if not seconds >= 0 or seconds == float("inf"):
-                problems.append(f"{env_name}={text!r} must be a number of seconds >= 0")
+                problems.append(
+                    problem(env_name, text, "out of range", "a finite number of seconds >= 0")
+                )
                 continue
             values[name] = seconds
 
@@ -252,13 +336,13 @@ class Config:
 
 def _check_prefix(prefix: str) -> str | None:
     if len(prefix.encode("utf-8", "surrogatepass")) > 1024:
-        return "is longer than 1024 bytes (the S3 key limit)"
+        return "longer than 1024 bytes (the S3 key limit)"
     if any(ord(c) < 32 or ord(c) == 127 for c in prefix):
         return "contains control characters"
     if any(0xD800 <= ord(c) <= 0xDFFF for c in prefix):
-        return "is not valid Unicode"
+        return "not valid Unicode"
     if prefix.startswith("/"):
-        return "starts with '/' (S3 prefixes are relative: use 'incoming', not '/incoming')"
+        return "starts with '/' (S3 keys have no leading '/')"
     if "//" in prefix:
         return "contains an empty path segment ('//')"
     return None
@@ -270,7 +354,9 @@ def _parse_bool(text: str, name: str, problems: list[str]) -> bool:
         return True
     if value in _FALSE:
         return False
-    problems.append(f"{name}={text!r} must be true or false")
+    problems.append(
+        problem(name, text, "not a boolean", "true or false (also 1/0, yes/no, on/off)")
+    )
     return True
 
 
@@ -292,6 +378,11 @@ def parse_initial_scan(text: str, problems: list[str]) -> InitialScan:
                 when = when.replace(tzinfo=UTC)
             return InitialScan(mode="since", since=when.astimezone(UTC))
     problems.append(
-        f"INITIAL_SCAN={text!r} must be all, mark-existing or since:<ISO 8601 timestamp>"
+        problem(
+            "INITIAL_SCAN",
+            text,
+            "unknown first-run policy",
+            "all, mark-existing or since:<ISO 8601 timestamp> (e.g. since:2026-01-01T00:00:00Z)",
+        )
     )
     return InitialScan()

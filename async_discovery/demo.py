@@ -6,6 +6,7 @@ must queue nothing, which is the point of the state object.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -43,19 +44,24 @@ def _say(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
-async def _seed(endpoint: str) -> str:
+async def seed_sample(endpoint: str, bucket: str = BUCKET, queue: str = QUEUE) -> str:
+    """Create ``bucket`` with the :data:`SAMPLE` objects and the queue ``queue`` at
+    ``endpoint`` (a moto server); return the queue URL. Safe to run again: an existing
+    bucket or queue is reused and the objects are overwritten (same bytes, same ETags).
+    """
     session = get_session()
     kwargs: dict[str, Any] = {"endpoint_url": endpoint, "region_name": "us-east-1"}
     async with (
         session.create_client("s3", **kwargs) as s3,
         session.create_client("sqs", **kwargs) as sqs,
     ):
-        await s3.create_bucket(Bucket=BUCKET)
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            await s3.create_bucket(Bucket=bucket)
         for key in SAMPLE:
             body = b"" if key.endswith("/") else b"id,value\n1,42\n"
-            await s3.put_object(Bucket=BUCKET, Key=key, Body=body)
-        queue = await sqs.create_queue(QueueName=QUEUE)
-        return str(queue["QueueUrl"])
+            await s3.put_object(Bucket=bucket, Key=key, Body=body)
+        created = await sqs.create_queue(QueueName=queue)
+        return str(created["QueueUrl"])
 
 
 async def _peek(endpoint: str, queue_url: str) -> list[dict[str, Any]]:
@@ -72,7 +78,7 @@ def run_demo() -> int:
     expected = sum(1 for verdict in SAMPLE.values() if verdict.startswith("candidate"))
     with threaded_moto_server() as endpoint:
         _say(f"moto server on {endpoint}; seeding s3://{BUCKET}/ with {len(SAMPLE)} objects:")
-        queue_url = anyio.run(_seed, endpoint)
+        queue_url = anyio.run(seed_sample, endpoint)
         for key, verdict in SAMPLE.items():
             _say(f"  {key!r:48} {verdict}")
         config = Config(

@@ -15,6 +15,7 @@ class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object: time, level, message, then its extras."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (``extra=`` fields become top-level keys)."""
         doc: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
             "level": record.levelname,

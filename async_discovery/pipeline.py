@@ -72,8 +72,13 @@ class Scanner:
         self.sender = sender
         self.stats = stats if stats is not None else RunStats()
         self.deadline = deadline or Deadline()
-        self.explain = explain
+        # Every explain line passes through a tally, so the run can end with per-reason
+        # counts ({"explain_counts": {action: {reason: n}}}).
+        self._explain_sink = explain
+        self._explain_counts: dict[str, Counter[str]] = {}
+        self.explain: Explain | None = self._explained if explain is not None else None
         self.clock = clock
+        self._started = clock()
         self._loaded = State()
         self._upserts: dict[str, FileEntry] = {}
         self._unseen: set[str] | None = None
@@ -106,7 +111,7 @@ class Scanner:
             log.error("state unusable", extra={"event": "state_error", "error": str(exc)})
             return str(exc)
         self._loaded = loaded if loaded is not None else State()
-        cursor = self._loaded.cursors.get(cfg.prefix)
+        cursor = self._loaded.cursors.get(cfg.prefix) or None
         self._resumed = cursor is not None
         if loaded is None:
             self._policy = cfg.initial_scan
@@ -134,17 +139,29 @@ class Scanner:
             return str(exc)
 
         if cfg.prune_missing and not self._resumed:
+            # Only keys that would be this scan's candidates: not other prefixes' keys,
+            # not skipped folders (never listed), and not deeper keys, which belong to a
+            # scan of a longer prefix sharing this state object (never enumerated here).
             self._unseen = {
                 key
-                for key, entry in self._loaded.files.items()
-                if key.startswith(cfg.prefix) and entry.folder not in cfg.skip_folders
+                for key in self._loaded.files
+                if classify(key, cfg.prefix, cfg.skip_folders)[0] is Verdict.CANDIDATE
             }
 
         await self._stream(jobs)
 
         changes = self._changes(cursor)
         error = self._fatal
-        if not cfg.dry_run and not changes.is_empty():
+        if self._explain_sink is not None:
+            counts = {action: dict(c) for action, c in sorted(self._explain_counts.items())}
+            self._explain_sink({"explain_counts": counts})
+        # Write even with nothing else to record when the state must say something new:
+        # that a first run with a policy happened (or the next run would be a first run
+        # again and mark what it should send), or which bucket it describes now.
+        must_write = (loaded is None and self._policy is not None) or (
+            loaded is not None and loaded.source_bucket != cfg.source_bucket
+        )
+        if not cfg.dry_run and (must_write or not changes.is_empty()):
             try:
                 await self._write(changes, etag)
             except DiscoveryError as exc:
@@ -166,6 +183,7 @@ class Scanner:
             self._strategy = "flat"
             return [(None, None)]
         folders: list[str] = []
+        skipped: list[str] = []
         limit = cfg.folder_threshold if cfg.list_strategy == "auto" else None
         top_level: list[ListedObject] = []
         async with aclosing(self.lister.pages(cfg.prefix, delimiter=True)) as pages:
@@ -174,7 +192,9 @@ class Scanner:
                     name = cp[len(cfg.prefix) :].rstrip("/")
                     if "/" in name or not name:
                         self.stats.count_ignored(Verdict.DEEP)
-                    elif name not in cfg.skip_folders:
+                    elif name in cfg.skip_folders:
+                        skipped.append(cp)
+                    else:
                         folders.append(name)
                 top_level.extend(raw.objects)
                 if limit is not None and len(folders) > limit:
@@ -186,6 +206,11 @@ class Scanner:
                     return [(None, None)]
         # Top-level objects were listed once here; the folder listings never see them.
         self._account(self._classify(RawPage(top_level, []), None, 0))
+        # A skipped folder is never listed: its common prefix counts once, as ignored.
+        for cp in skipped:
+            self.stats.count_ignored(Verdict.SKIPPED_FOLDER)
+            if self.explain is not None:
+                self.explain({"key": cp, "action": "ignore", "reason": "skipped-folder"})
         pending = pending_from_cursor(cursor)
         after = cursor.get("after_folder") if cursor else None
         self._after_folder = str(after) if after else None
@@ -264,6 +289,8 @@ class Scanner:
         self._progress[_FLAT if folder is None else folder] = progress
         prefix = cfg.prefix if folder is None else folder_prefix(cfg.prefix, folder)
         seq = 0
+        if self._fatal is not None or self._stopping():
+            return  # taken just as the run stopped: stays pending from start_after
         try:
             async with aclosing(
                 self.lister.pages(prefix, delimiter=folder is not None, start_after=start_after)
@@ -320,6 +347,12 @@ class Scanner:
             explained=explained,
         )
 
+    def _explained(self, doc: dict[str, Any]) -> None:
+        counts = self._explain_counts.setdefault(str(doc["action"]), Counter())
+        counts[str(doc["reason"])] += 1
+        assert self._explain_sink is not None
+        self._explain_sink(doc)
+
     def _account(self, page: Page) -> None:
         self.stats.listed += page.listed
         for verdict, n in page.ignored.items():
@@ -360,13 +393,25 @@ class Scanner:
         change = detect(obj.etag, entry.etag if entry is not None else None)
         if change is Change.UNCHANGED:
             stats.skipped += 1
+            if self.explain is not None:
+                self.explain(
+                    {"key": obj.key, "action": "skip", "reason": "unchanged", "etag": obj.etag}
+                )
             return None
         if cfg.min_object_age_seconds > 0:
             age = (self.clock() - obj.last_modified).total_seconds()
             if age < cfg.min_object_age_seconds:
                 stats.deferred += 1
                 if self.explain is not None:
-                    self.explain({"key": obj.key, "action": "defer", "age_seconds": age})
+                    self.explain(
+                        {
+                            "key": obj.key,
+                            "action": "defer",
+                            "reason": "min-age",
+                            "age_seconds": round(age, 3),
+                            "min_age_seconds": cfg.min_object_age_seconds,
+                        }
+                    )
                 return None
         policy = self._policy
         if policy is not None and (
@@ -375,7 +420,15 @@ class Scanner:
         ):
             stats.marked += 1
             if self.explain is not None:
-                self.explain({"key": obj.key, "action": "mark", "etag": obj.etag})
+                self.explain(
+                    {
+                        "key": obj.key,
+                        "action": "mark",
+                        "reason": "initial-scan",
+                        "policy": str(policy),
+                        "etag": obj.etag,
+                    }
+                )
             if not cfg.dry_run:
                 self._upserts[obj.key] = FileEntry(
                     obj.etag, obj.size, folder, iso_utc(self.clock()), "marked"
@@ -467,7 +520,13 @@ class Scanner:
         if self._unseen is not None and complete:
             changes.removed = {key: self._loaded.files[key].etag for key in self._unseen}
             stats.pruned = len(changes.removed)
-        if stats.truncated:
+        # A first pass under INITIAL_SCAN that did not complete (a failed folder, a
+        # fatal error) also saves a cursor: the policy must outlive it, or the next run
+        # would send what this one was meant to mark.
+        unfinished_policy = self._policy is not None and (
+            self._fatal is not None or stats.folder_errors > 0
+        )
+        if stats.truncated or unfinished_policy:
             new_cursor: dict[str, Any]
             if self._strategy == "flat":
                 flat = self._progress.get(_FLAT)
@@ -486,11 +545,25 @@ class Scanner:
                     "after_folder": self._after_folder,
                 }
             if self._policy is not None:
-                new_cursor["initial_scan"] = str(self._policy)
+                new_cursor["initial_scan"] = self._cursor_policy()
             changes.cursor = new_cursor
         elif cursor is not None and self._fatal is None:
             changes.cursor = {}  # the resumed pass is finished; next run starts afresh
         return changes
+
+    def _cursor_policy(self) -> str:
+        """The first-run policy a resumed pass continues with.
+
+        ``mark-existing`` continues as ``since:<start of this pass>``: a file that
+        arrives between two runs of one pass is sent, not marked. The start is rounded
+        down to the second, as S3's LastModified is, so a file written in the second the
+        pass began is sent (rather than possibly never).
+        """
+        policy = self._policy
+        assert policy is not None
+        if policy.mode == "mark-existing":
+            return "since:" + iso_utc(self._started.replace(microsecond=0))
+        return str(policy)
 
     async def _write(self, changes: StateChanges, etag: str | None) -> None:
         """One conditional write; on conflict reload, merge, retry (bounded, jittered)."""
@@ -514,6 +587,10 @@ class Scanner:
                     decode(raw, name=self.store.name, max_bytes=cfg.state_max_bytes)
                     if raw is not None
                     else State()
+                )
+                # The writer that won may have bound the object to another bucket.
+                check_source(
+                    base, cfg.source_bucket, name=self.store.name, force_rebind=cfg.force_rebind
                 )
                 continue
             self.stats.state_written = True

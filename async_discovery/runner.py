@@ -42,7 +42,7 @@ async def run_scan(
                 sender = SqsSender(clients.sqs, config.queue_url)
             scanner = Scanner(
                 config,
-                S3Lister(clients.s3, config.source_bucket),
+                S3Lister(clients.s3, config.source_bucket, page_size=config.list_page_size),
                 S3StateStore(
                     clients.s3, config.state_bucket, config.state_key, config.state_max_bytes
                 ),

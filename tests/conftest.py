@@ -8,10 +8,11 @@ so tests never see each other's data and the session-wide server is shared safel
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from async_discovery.testing.fault_proxy import FaultProxy, ThreadedFaultProxy
 from async_discovery.testing.moto_server import threaded_moto_server, use_fake_credentials
 
 from .helpers import MotoEnv
@@ -52,3 +53,17 @@ def bucket(env: MotoEnv) -> str:
 def queue_url(env: MotoEnv) -> str:
     """A fresh standard queue."""
     return env.new_queue()
+
+
+@pytest.fixture
+async def proxy(moto_endpoint: str) -> AsyncIterator[FaultProxy]:
+    """A fault proxy in front of moto on the test's event loop (records requests)."""
+    async with FaultProxy(moto_endpoint, record=True) as p:
+        yield p
+
+
+@pytest.fixture
+def threaded_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    """A fault proxy on its own thread and loop, for sync tests that call ``anyio.run``."""
+    with ThreadedFaultProxy(moto_endpoint, record=True) as p:
+        yield p

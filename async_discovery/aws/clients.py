@@ -36,9 +36,14 @@ class AwsClients:
 
 
 def client_config(config: Config) -> AioConfig:
-    """botocore retry mode, attempts, timeouts and a pool sized to the concurrency."""
+    """botocore retry mode, attempts, timeouts and a pool sized to the concurrency.
+
+    ``MAX_ATTEMPTS`` counts every attempt, the first included, like ``AWS_MAX_ATTEMPTS``:
+    that is botocore's ``total_max_attempts`` (its ``max_attempts`` key counts retries
+    only, so it would make one attempt more than configured).
+    """
     return AioConfig(
-        retries={"mode": config.retry_mode, "max_attempts": config.max_attempts},
+        retries={"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
         max_pool_connections=config.pool_size,

@@ -100,7 +100,32 @@ class S3StateStore:
                 return None, None
             if code == "NoSuchBucket":
                 raise StorageError(f"state bucket {self.bucket!r} does not exist") from exc
+            if code == "AccessDenied" or (code == "" and http_status(exc) == 403):
+                # S3 hides a missing key behind 403 from a caller who may not list the
+                # bucket, so on the first run a least-privilege role sees this. A 403 is
+                # "no state" only when a listing of exactly the key shows it absent:
+                # reading a real denial as "no state" would resend every file.
+                missing = await self._listed_missing()
+                if missing:
+                    return None, None
+                if missing is None:
+                    raise StorageError(
+                        f"reading state {self.name} failed: {describe(exc)}; listing the "
+                        "key to tell a missing object from a forbidden one was denied too "
+                        "(grant s3:ListBucket with s3:prefix = the state key: see "
+                        "`async-discovery iam-policy`)"
+                    ) from exc
             raise StorageError(f"reading state {self.name} failed: {describe(exc)}") from exc
+
+    async def _listed_missing(self) -> bool | None:
+        """True when a listing of exactly the state key shows no such object, False when
+        it shows one, None when the listing itself fails. The lexically first key under
+        the prefix ``key`` is ``key`` itself when it exists, so one key is enough."""
+        try:
+            resp = await self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.key, MaxKeys=1)
+        except AWS_ERRORS:
+            return None
+        return not any(item.get("Key") == self.key for item in resp.get("Contents", ()))
 
     async def save(self, body: bytes, *, if_match: str | None) -> str:
         """Conditional ``PutObject``; a refused condition raises :class:`StateConflict`."""

@@ -1,0 +1,199 @@
+"""The least-privilege IAM policy for one configuration (``async-discovery iam-policy``).
+
+Pure: builds a policy document from a :class:`~async_discovery.config.Config`; imports no
+AWS library and calls no AWS API. What the scanner does, and so what it needs:
+
+- ``ListObjectsV2`` on the source bucket, always with ``Prefix`` = the scanned prefix or
+  a folder under it (the folder discovery uses ``Delimiter=/`` on the prefix itself):
+  ``s3:ListBucket`` on the bucket, with ``s3:prefix`` restricted to ``<prefix>*``.
+  With an empty prefix (whole bucket) the condition is left out: an empty ``Prefix``
+  is not sent as a condition value IAM could match.
+- It never reads the source objects (the listing carries ETag, size and date), so
+  there is no ``s3:GetObject`` on them.
+- ``GetObject`` and ``PutObject`` (conditional: ``If-Match``/``If-None-Match``, which
+  need nothing more) on the state object's key only.
+- On the first run the state object does not exist yet, and S3 answers a ``GetObject``
+  of a missing key with **403 AccessDenied instead of 404** unless the caller may list
+  the whole bucket. Reading any 403 as "no state" would resend every file after a real
+  denial, so on a 403 the state store lists exactly the state key
+  (``ListObjectsV2 Prefix=<key> MaxKeys=1``) and treats the object as missing only when
+  that listing shows it absent. The policy therefore grants ``s3:ListBucket`` on the
+  state bucket with ``s3:prefix`` = the state key (no unconditional ListBucket).
+- ``SendMessageBatch`` is authorised by ``sqs:SendMessage`` on the queue ARN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import Config
+
+POLICY_VERSION = "2012-10-17"
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+# sqs.<region>.amazonaws.com[.cn], <region>.queue.amazonaws.com (legacy), VPC endpoints
+# (vpce-….sqs.<region>.vpce.amazonaws.com) and the region-less queue.amazonaws.com.
+_SQS_HOST_RES = (
+    re.compile(r"^sqs\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?$"),
+    re.compile(r"^sqs-fips\.(?P<region>[a-z0-9-]+)\.amazonaws\.com$"),
+    re.compile(r"^(?P<region>[a-z0-9-]+)\.queue\.amazonaws\.com(?P<cn>\.cn)?$"),
+    re.compile(
+        r"^vpce-[a-z0-9-]+\.sqs\.(?P<region>[a-z0-9-]+)\.vpce\.amazonaws\.com(?P<cn>\.cn)?$"
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueArn:
+    """The queue's ARN and how sure it is: ``exact`` is False when a part had to be a
+    wildcard (a non-AWS URL such as a moto server's); ``notes`` say which and why."""
+
+    arn: str
+    partition: str
+    region: str
+    account: str
+    name: str
+    exact: bool
+    notes: tuple[str, ...] = ()
+
+
+def partition_of(region: str) -> str:
+    """The AWS partition of a region (``aws``, ``aws-cn``, ``aws-us-gov``); ``aws`` for
+    an unknown or wildcard region."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def queue_arn(queue_url: str, *, region: str | None = None) -> QueueArn:
+    """The ARN of the queue at ``queue_url``.
+
+    ``https://sqs.<region>.amazonaws.com/<account>/<name>`` becomes
+    ``arn:aws:sqs:<region>:<account>:<name>`` (FIFO names keep their ``.fifo``). For a
+    URL that is not an AWS endpoint (moto, LocalStack) the account and name still come
+    from the path; the region is ``region`` when given, otherwise ``*``; a part that
+    cannot be known becomes ``*`` and ``exact`` is False.
+    """
+    parts = urlsplit(queue_url.strip())
+    host = (parts.hostname or "").lower()
+    segments = [s for s in parts.path.split("/") if s]
+    notes: list[str] = []
+    url_region: str | None = None
+    aws_host = False
+    for pattern in _SQS_HOST_RES:
+        match = pattern.match(host)
+        if match:
+            url_region, aws_host = match.group("region"), True
+            break
+    if host == "queue.amazonaws.com":
+        url_region, aws_host = "us-east-1", True
+    if url_region is not None:
+        final_region = url_region
+    elif region:
+        final_region = region
+        notes.append(f"{host or queue_url!r} is not an AWS SQS endpoint; region {region!r} used")
+    else:
+        final_region = "*"
+        notes.append(
+            f"{host or queue_url!r} is not an AWS SQS endpoint: region written as '*' "
+            "(pass --region)"
+        )
+    account, name = "*", "*"
+    if len(segments) >= 2:
+        account, name = segments[-2], segments[-1]
+    elif segments:
+        name = segments[-1]
+    if not _ACCOUNT_RE.match(account):
+        notes.append(f"no 12-digit account id in the queue URL ({account!r}): written as '*'")
+        account = "*"
+    if not name or name == "*":
+        notes.append("no queue name in the queue URL: written as '*'")
+        name = "*"
+    partition = partition_of(final_region)
+    exact = aws_host and not notes
+    return QueueArn(
+        arn=f"arn:{partition}:sqs:{final_region}:{account}:{name}",
+        partition=partition,
+        region=final_region,
+        account=account,
+        name=name,
+        exact=exact,
+        notes=tuple(notes),
+    )
+
+
+def _s3_escape(text: str) -> str:
+    # In IAM ARNs and string conditions '*' and '?' are wildcards and '${' starts a policy
+    # variable; S3 keys may hold any of them literally ('$' first: the others add '$').
+    return text.replace("$", "${$}").replace("*", "${*}").replace("?", "${?}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Policy:
+    """A policy document and the notes a reader should see next to it (parts that had
+    to be wildcards, permissions broader than the minimum and why)."""
+
+    document: dict[str, Any]
+    queue: QueueArn | None
+    notes: tuple[str, ...]
+
+
+def build_policy(config: Config, *, region: str | None = None) -> Policy:
+    """The least-privilege IAM policy for ``config`` (see the module docstring).
+
+    ``region`` names the queue's region when its URL does not (a moto URL).
+    """
+    arn = queue_arn(config.queue_url, region=region) if config.queue_url else None
+    notes = list(arn.notes) if arn else []
+    partition = arn.partition if arn else partition_of(region or "")
+    s3 = f"arn:{partition}:s3:::"
+    state_key = _s3_escape(config.state_key)
+    statements: list[dict[str, Any]] = []
+    # Listing: the scanned prefix (and the folders under it); in the same bucket, also
+    # exactly the state key, the listing that tells "no state yet" from "forbidden".
+    source_prefixes = [_s3_escape(config.prefix) + "*"] if config.prefix else []
+    same_bucket = config.state_bucket == config.source_bucket
+    if same_bucket and source_prefixes and not config.state_key.startswith(config.prefix):
+        source_prefixes.append(state_key)
+    list_source: dict[str, Any] = {
+        "Sid": "ListSourcePrefix",
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": s3 + config.source_bucket,
+    }
+    if source_prefixes:
+        list_source["Condition"] = {"StringLike": {"s3:prefix": source_prefixes}}
+    statements.append(list_source)
+    statements.append(
+        {
+            "Sid": "ReadWriteStateObject",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject"],
+            "Resource": f"{s3}{config.state_bucket}/{state_key}",
+        }
+    )
+    if not same_bucket:
+        statements.append(
+            {
+                "Sid": "ListStateKey",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": s3 + config.state_bucket,
+                "Condition": {"StringLike": {"s3:prefix": [state_key]}},
+            }
+        )
+    if arn is not None and not config.dry_run:
+        statements.append(
+            {
+                "Sid": "SendToQueue",
+                "Effect": "Allow",
+                "Action": "sqs:SendMessage",
+                "Resource": arn.arn,
+            }
+        )
+    document = {"Version": POLICY_VERSION, "Statement": statements}
+    return Policy(document=document, queue=arn, notes=tuple(notes))

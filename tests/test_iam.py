@@ -1,0 +1,266 @@
+"""The least-privilege IAM policy (``async-discovery iam-policy``) and the state store's
+first-run behaviour that the policy relies on (a missing state object read as 403)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from async_discovery.cli import main
+from async_discovery.config import Config
+from async_discovery.iam import build_policy, queue_arn
+from async_discovery.testing.fault_proxy import FaultProxy, Rule, S3Error
+
+from .helpers import MotoEnv, scan
+
+
+def cfg(**kw: Any) -> Config:
+    values: dict[str, Any] = {
+        "source_bucket": "src-bucket",
+        "prefix": "incoming/",
+        "queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs",
+        "state_bucket": "src-bucket",
+    }
+    values.update(kw)
+    return Config(**values)
+
+
+def statements(policy: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {st["Sid"]: st for st in policy["Statement"]}
+
+
+@pytest.mark.parametrize(
+    ("url", "arn"),
+    [
+        (
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs",
+            "arn:aws:sqs:eu-west-1:123456789012:jobs",
+        ),
+        (
+            "https://sqs.us-east-2.amazonaws.com/123456789012/jobs.fifo",
+            "arn:aws:sqs:us-east-2:123456789012:jobs.fifo",
+        ),
+        (
+            "https://eu-central-1.queue.amazonaws.com/123456789012/legacy",
+            "arn:aws:sqs:eu-central-1:123456789012:legacy",
+        ),
+        ("https://queue.amazonaws.com/123456789012/old", "arn:aws:sqs:us-east-1:123456789012:old"),
+        (
+            "https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q",
+            "arn:aws-cn:sqs:cn-north-1:123456789012:q",
+        ),
+        (
+            "https://sqs.us-gov-west-1.amazonaws.com/123456789012/q",
+            "arn:aws-us-gov:sqs:us-gov-west-1:123456789012:q",
+        ),
+        (
+            "https://vpce-0abc-1de.sqs.ap-south-1.vpce.amazonaws.com/123456789012/q",
+            "arn:aws:sqs:ap-south-1:123456789012:q",
+        ),
+    ],
+)
+def test_queue_arn_from_aws_urls(url: str, arn: str) -> None:
+    got = queue_arn(url)
+    assert (got.arn, got.exact, got.notes) == (arn, True, ())
+
+
+def test_queue_arn_from_moto_url_uses_wildcard_or_given_region() -> None:
+    moto = "http://127.0.0.1:5000/123456789012/demo-queue"
+    got = queue_arn(moto)
+    assert got.arn == "arn:aws:sqs:*:123456789012:demo-queue"
+    assert not got.exact and "region written as '*'" in got.notes[0]
+    assert (
+        queue_arn(moto, region="eu-west-1").arn == "arn:aws:sqs:eu-west-1:123456789012:demo-queue"
+    )
+    # A URL's own region wins over a configured one.
+    assert queue_arn(
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/q", region="us-east-1"
+    ).region == ("eu-west-1")
+
+
+def test_queue_arn_without_account_is_wildcarded() -> None:
+    got = queue_arn("http://localhost:4566/queue/q")
+    assert got.arn.endswith(":*:q") and not got.exact
+    assert any("account" in n for n in got.notes)
+
+
+def test_policy_has_exactly_the_scanners_actions() -> None:
+    policy = build_policy(cfg())
+    st = statements(policy.document)
+    assert policy.document["Version"] == "2012-10-17"
+    actions = sorted(
+        a
+        for s in st.values()
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    )
+    assert actions == ["s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:SendMessage"]
+    assert all(s["Effect"] == "Allow" and s["Resource"] != "*" for s in st.values())
+    listing = st["ListSourcePrefix"]
+    assert listing["Resource"] == "arn:aws:s3:::src-bucket"
+    # The prefix (with its folders) plus exactly the state key, for the first-run check.
+    assert listing["Condition"] == {
+        "StringLike": {"s3:prefix": ["incoming/*", "state/processed_files.json"]}
+    }
+    assert st["ReadWriteStateObject"]["Resource"] == (
+        "arn:aws:s3:::src-bucket/state/processed_files.json"
+    )
+    assert st["SendToQueue"]["Resource"] == "arn:aws:sqs:eu-west-1:123456789012:jobs"
+    # No read of the source objects: the listing carries everything a message needs.
+    assert not [
+        s for s in st.values() if "GetObject" in str(s["Action"]) and "incoming" in s["Resource"]
+    ]
+
+
+def test_policy_with_separate_state_bucket() -> None:
+    st = statements(build_policy(cfg(state_bucket="state-bucket", state_key="s/x.json")).document)
+    assert st["ListSourcePrefix"]["Condition"]["StringLike"]["s3:prefix"] == ["incoming/*"]
+    assert st["ListStateKey"] == {
+        "Sid": "ListStateKey",
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": "arn:aws:s3:::state-bucket",
+        "Condition": {"StringLike": {"s3:prefix": ["s/x.json"]}},
+    }
+    assert st["ReadWriteStateObject"]["Resource"] == "arn:aws:s3:::state-bucket/s/x.json"
+
+
+def test_policy_for_whole_bucket_has_no_prefix_condition() -> None:
+    st = statements(build_policy(cfg(prefix="")).document)
+    assert "Condition" not in st["ListSourcePrefix"]
+    assert "ListStateKey" not in st
+
+
+def test_policy_escapes_iam_wildcards_in_keys() -> None:
+    st = statements(build_policy(cfg(prefix="in*coming?/", state_key="st$ate*.json")).document)
+    assert st["ListSourcePrefix"]["Condition"]["StringLike"]["s3:prefix"] == [
+        "in${*}coming${?}/*",
+        "st${$}ate${*}.json",
+    ]
+
+
+def test_policy_partition_follows_the_queue_region() -> None:
+    st = statements(
+        build_policy(
+            cfg(queue_url="https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q")
+        ).document
+    )
+    assert st["ListSourcePrefix"]["Resource"] == "arn:aws-cn:s3:::src-bucket"
+
+
+def test_cli_prints_policy_for_flags_and_env(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("S3_SOURCE_BUCKET", "env-bucket")
+    monkeypatch.setenv("SQS_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/123456789012/q.fifo")
+    monkeypatch.delenv("S3_PREFIX", raising=False)
+    code = main(["iam-policy", "--prefix", "incoming", "--state-bucket", "state-bucket"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    st = statements(json.loads(out))
+    assert st["ListSourcePrefix"]["Resource"] == "arn:aws:s3:::env-bucket"
+    assert st["ListStateKey"]["Resource"] == "arn:aws:s3:::state-bucket"
+    assert st["SendToQueue"]["Resource"] == "arn:aws:sqs:eu-west-1:123456789012:q.fifo"
+
+
+def test_cli_policy_for_moto_queue_notes_the_wildcard(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    code = main(
+        [
+            "iam-policy",
+            "--bucket",
+            "demo-bucket",
+            "--queue-url",
+            "http://127.0.0.1:5000/123456789012/demo-queue",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert statements(json.loads(out))["SendToQueue"]["Resource"] == (
+        "arn:aws:sqs:*:123456789012:demo-queue"
+    )
+    assert "note:" in err and "--region" in err
+    assert (
+        main(
+            [
+                "iam-policy",
+                "--bucket",
+                "demo-bucket",
+                "--queue-url",
+                "http://127.0.0.1:5000/123456789012/demo-queue",
+                "--region",
+                "eu-west-1",
+            ]
+        )
+        == 0
+    )
+    out, _ = capsys.readouterr()
+    assert statements(json.loads(out))["SendToQueue"]["Resource"].startswith(
+        "arn:aws:sqs:eu-west-1:"
+    )
+
+
+def test_cli_policy_needs_the_queue(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SQS_QUEUE_URL", raising=False)
+    assert main(["iam-policy", "--bucket", "demo-bucket"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("async-discovery iam-policy: SQS_QUEUE_URL (--queue-url) is required")
+
+
+# -- what the policy relies on: a 403 for a missing state object (moto via the proxy) --
+
+
+def _deny_state_get(proxy: FaultProxy, key: str) -> Rule:
+    """S3 without s3:ListBucket: GetObject of the state key answers 403 AccessDenied."""
+    return proxy.inject(
+        S3Error("AccessDenied", 403, "Access Denied"), "GetObject", when=lambda r: r.key == key
+    )
+
+
+async def test_first_run_with_403_for_missing_state_proceeds(
+    env: MotoEnv, bucket: str, queue_url: str, proxy: FaultProxy
+) -> None:
+    env.put(bucket, "incoming/a/1.csv")
+    rule = _deny_state_get(proxy, "state/processed_files.json")
+    summary = await scan(env.config(bucket, queue_url, endpoint_url=proxy.url))
+    assert rule.hits == 1
+    assert (summary["statusCode"], summary["queued"]) == (200, 1)
+    assert summary["api_calls"]["ListObjectsV2"] >= 2  # the scan's listing + the key check
+    assert env.state(bucket) is not None
+
+
+async def test_403_for_existing_state_is_an_error_and_sends_nothing(
+    env: MotoEnv, bucket: str, queue_url: str, proxy: FaultProxy
+) -> None:
+    env.put(bucket, "incoming/a/1.csv")
+    assert (await scan(env.config(bucket, queue_url)))["queued"] == 1
+    env.bodies(queue_url)
+    env.put(bucket, "incoming/a/2.csv")
+    before = env.state_bytes(bucket)
+    _deny_state_get(proxy, "state/processed_files.json")
+    summary = await scan(env.config(bucket, queue_url, endpoint_url=proxy.url))
+    assert summary["statusCode"] == 500 and "AccessDenied" in summary["error"]
+    assert env.bodies(queue_url) == [] and env.state_bytes(bucket) == before
+
+
+async def test_403_when_the_key_check_is_denied_too_names_the_fix(
+    env: MotoEnv, bucket: str, queue_url: str, proxy: FaultProxy
+) -> None:
+    env.put(bucket, "incoming/a/1.csv")
+    _deny_state_get(proxy, "state/processed_files.json")
+    proxy.inject(
+        S3Error("AccessDenied", 403, "Access Denied"),
+        "ListObjectsV2",
+        when=lambda r: r.query.get("prefix") == "state/processed_files.json",
+    )
+    summary = await scan(env.config(bucket, queue_url, endpoint_url=proxy.url))
+    assert summary["statusCode"] == 500
+    assert "iam-policy" in summary["error"] and "s3:ListBucket" in summary["error"]
+    assert env.bodies(queue_url) == [] and env.state(bucket) is None
