@@ -103,6 +103,8 @@ class Scanner:
                 if raw is not None
                 else None
             )
+            # The raw bytes are as large as the state itself: not held for the whole run.
+            del raw
             if loaded is not None:
                 check_source(
                     loaded, cfg.source_bucket, name=self.store.name, force_rebind=cfg.force_rebind
@@ -151,6 +153,7 @@ class Scanner:
         await self._stream(jobs)
 
         changes = self._changes(cursor)
+        self._unseen = None  # copied into changes.removed; free it before the encode
         error = self._fatal
         if self._explain_sink is not None:
             counts = {action: dict(c) for action, c in sorted(self._explain_counts.items())}
@@ -588,6 +591,7 @@ class Scanner:
                     if raw is not None
                     else State()
                 )
+                del raw  # not held through the next encode
                 # The writer that won may have bound the object to another bucket.
                 check_source(
                     base, cfg.source_bucket, name=self.store.name, force_rebind=cfg.force_rebind

@@ -8,10 +8,12 @@ strings (folders, timestamps, status) are shared rather than stored once per ent
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import io
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from .errors import StateBucketMismatch, StateCorrupt, StateTooLarge
@@ -20,6 +22,8 @@ STATE_VERSION = 1
 STATUSES = frozenset({"queued", "marked"})
 _ENTRY_FIELDS = frozenset({"status", "etag", "size", "folder", "queued_at"})
 _encode_str = json.encoder.encode_basestring
+_WS = re.compile(r"[ \t\n\r]*")
+_WINDOW = 1 << 20  # bytes of the raw state decoded to text at a time
 
 
 class FileEntry(NamedTuple):
@@ -102,7 +106,10 @@ def decode(raw: bytes, *, name: str, max_bytes: int | None = None) -> State:
         return obj
 
     try:
-        doc = json.loads(raw, object_hook=hook)
+        if json.detect_encoding(raw[:4]) == "utf-8":
+            doc = _Parser(raw, hook).document()
+        else:  # UTF-16/32 or a BOM: rare enough for the plain (whole-copy) parse
+            doc = json.loads(raw, object_hook=hook)
     except (ValueError, UnicodeDecodeError) as exc:
         raise StateCorrupt(f"state object {name} is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
@@ -139,6 +146,107 @@ def decode(raw: bytes, *, name: str, max_bytes: int | None = None) -> State:
         cursors=cursors,
         extra=extra,
     )
+
+
+class _Parser:
+    """A JSON parser for the state document that decodes its UTF-8 a window at a time.
+
+    ``json.loads(raw)`` first decodes the whole object to one ``str`` (as large as the
+    raw bytes, and alive next to them and the growing state: the peak of a run). Here
+    the text is decoded ``_WINDOW`` bytes at a time and each value is parsed with the
+    stdlib scanner (same grammar, same object hook), so the peak holds one window of
+    text. Only the top-level object and ``files`` are walked by hand.
+    """
+
+    def __init__(self, raw: bytes, hook: Callable[[dict[str, Any]], Any]) -> None:
+        self.raw = memoryview(raw)
+        self.done = 0  # bytes of raw decoded so far
+        self.text = ""
+        self.pos = 0
+        self.utf8 = codecs.getincrementaldecoder("utf-8")("surrogatepass")
+        self.decoder = json.JSONDecoder(object_hook=hook)
+
+    def more(self) -> bool:
+        """Decode the next window (keeping the unparsed tail); False at the end."""
+        if self.done >= len(self.raw):
+            return False
+        window = self.raw[self.done : self.done + _WINDOW]
+        self.done += len(window)
+        self.text = self.text[self.pos :] + self.utf8.decode(window, self.done >= len(self.raw))
+        self.pos = 0
+        return True
+
+    def skip_ws(self) -> str:
+        """Skip whitespace; return the next character ('' at the end of the input)."""
+        while True:
+            self.pos = _WS.match(self.text, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.text) or not self.more():
+                return self.text[self.pos : self.pos + 1]
+
+    def expect(self, chars: str) -> str:
+        char = self.skip_ws()
+        if not char or char not in chars:
+            raise ValueError(f"expecting one of {chars!r} at byte {self.done}, got {char!r}")
+        self.pos += 1
+        return char
+
+    def value(self) -> Any:
+        """One JSON value; retried with more text when it runs past the window."""
+        self.skip_ws()
+        while True:
+            try:
+                obj, end = self.decoder.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError:
+                if self.more():
+                    continue
+                raise
+            # A number (or anything) touching the window's end may continue past it.
+            if end >= len(self.text) and self.more():
+                continue
+            self.pos = end
+            return obj
+
+    def key(self) -> str:
+        key = self.value()
+        if not isinstance(key, str):
+            raise ValueError(f"expecting a string key at byte {self.done}")
+        self.expect(":")
+        return key
+
+    def document(self) -> Any:
+        if self.skip_ws() != "{":
+            doc_value = self.value()  # not an object: decode() names the problem
+            if self.skip_ws():
+                raise ValueError(f"extra data at byte {self.done}")
+            return doc_value
+        self.expect("{")
+        doc: dict[str, Any] = {}
+        if self.skip_ws() == "}":
+            self.pos += 1
+        else:
+            while True:
+                key = self.key()
+                if key == "files" and self.skip_ws() == "{":
+                    doc[key] = self.files()
+                else:
+                    doc[key] = self.value()
+                if self.expect(",}") == "}":
+                    break
+        if self.skip_ws():
+            raise ValueError(f"extra data at byte {self.done}")
+        return doc
+
+    def files(self) -> dict[str, Any]:
+        self.expect("{")
+        files: dict[str, Any] = {}
+        if self.skip_ws() == "}":
+            self.pos += 1
+            return files
+        while True:
+            key = self.key()
+            files[key] = self.value()
+            if self.expect(",}") == "}":
+                return files
 
 
 def check_source(state: State, bucket: str, *, name: str, force_rebind: bool) -> None:

@@ -144,3 +144,28 @@ def test_check_source() -> None:
 def test_changes_is_empty() -> None:
     assert StateChanges(prefix="p/", source_bucket="b").is_empty()
     assert not StateChanges(prefix="p/", source_bucket="b", cursor={}).is_empty()
+
+
+@pytest.mark.parametrize("window", [1, 3, 64])
+def test_windowed_decode_matches_json_loads(monkeypatch: pytest.MonkeyPatch, window: int) -> None:
+    # The state is decoded a window of bytes at a time: values cut by a window's edge
+    # (numbers, multi-byte characters, escapes) must parse as a whole-document parse does.
+    monkeypatch.setattr("async_discovery.state._WINDOW", window)
+    entry = {"status": "queued", "etag": "e1", "size": 123, "folder": "a", "queued_at": "t"}
+    doc = {
+        "updated_at": "t",
+        "files": {"in/é/😀 +%.csv": {**entry, "size": 12345678901}, 'in/a/"q".csv': entry},
+        "version": 1,
+        "cursors": {"in/": {"strategy": "flat", "start_after": "k"}},
+        "later": 1234567,
+    }
+    for text in (json.dumps(doc), json.dumps(doc, indent=2, ensure_ascii=False)):
+        raw = f" {text}\n".encode()
+        state = decode(raw, name="n")
+        assert {k: v._asdict() for k, v in state.files.items()} == doc["files"]
+        assert state.extra == {"later": 1234567} and state.cursors == doc["cursors"]
+        for cut in (1, len(raw) // 2, len(raw) - 3):
+            with pytest.raises(StateCorrupt, match="not valid JSON"):
+                decode(raw[:cut], name="n")
+    with pytest.raises(StateCorrupt, match="not valid JSON"):
+        decode(json.dumps(doc).encode() + b" {}", name="n")
