@@ -1,4 +1,4 @@
-"""The ``async-discovery`` command: ``scan``, ``demo``, ``seed`` and ``iam-policy``.
+"""The ``async-discovery`` command: ``scan``, ``demo``, ``seed``, ``iam-policy`` and ``bench``.
 
 Exit status of ``scan`` (SPEC): 0 when statusCode is 200, 3 when 207, 1 when 500 and 2
 for usage errors. The summary is one JSON line on stdout (``--output table``: a table for
@@ -235,6 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
         parents=common,
     )
     demo.set_defaults(func=cmd_demo)
+
+    from .bench.options import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser(
+        "bench",
+        help="throughput benchmark on a local moto server, with sequential and floor references",
+        description="Seed a moto server on 127.0.0.1 (or --endpoint-url), put a latency "
+        "proxy in front, run cold, warm and incremental scans side by side with the "
+        "sequential design and the request floor, and print the figures and ratios. "
+        "Needs the demo extra: pip install 'async-discovery[demo]'.",
+        formatter_class=formatter,
+        parents=common,
+    )
+    add_bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -375,6 +390,13 @@ def cmd_seed(args: argparse.Namespace) -> int:
         }
     )
     return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``bench``: the throughput benchmark (imported only when asked for)."""
+    from .bench import cmd_bench as run_bench
+
+    return run_bench(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

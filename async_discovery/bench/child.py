@@ -1,0 +1,145 @@
+"""``python -m async_discovery.bench.child SPEC_JSON``: one measured run, in a fresh process.
+
+Each measured run gets a process of its own so its peak RSS (``ru_maxrss``) is its own
+and not the high-water mark of an earlier, bigger run. Everything is imported and built
+before the clock starts; the run's wall time, CPU time (``time.process_time``: every
+thread of this process) and peak RSS (``VmHWM``, see :func:`_rss_kb`) go to stdout as
+one JSON line, with the RSS after imports (``baseline_rss_kb``) for reference.
+
+SPEC keys: ``kind`` (scanner, sequential, floor), ``endpoint``, ``bucket``, ``prefix``,
+``queue_url``, ``state_key``, ``skip``, ``new`` (floor), ``state_file`` (floor: bytes of
+the state it writes), ``concurrency`` (floor), ``tuning`` (scanner: Config fields),
+``profile`` (scanner: write a pyinstrument profile of the run to this path; the
+profiler's own overhead then inflates the timings, so profiled runs are not figures).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+import anyio
+
+
+def _rss_kb() -> int:
+    """Peak RSS of this process image in KiB: ``VmHWM`` from ``/proc/self/status``.
+
+    Not ``ru_maxrss``: Linux carries that across ``exec`` from the forked copy of the
+    parent, so a child started by a parent holding 150 MB would report at least 150 MB
+    whatever it did. ``VmHWM`` belongs to the new image and starts afresh at ``exec``.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _profiler(path: str | None) -> Any:
+    """A pyinstrument profiler when ``path`` is given (the ``--profile`` flag)."""
+    if not path:
+        return None
+    from pyinstrument import Profiler
+
+    return Profiler(interval=0.0005)
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run what ``spec`` says; return the measurement."""
+    from ..config import Config
+    from ..logs import configure_logging
+    from ..runner import run_scan
+    from ..testing.moto_server import use_fake_credentials
+    from .references import Floor, sequential
+
+    use_fake_credentials()
+    configure_logging("ERROR")
+    kind = spec["kind"]
+    skip = frozenset(spec["skip"])
+    result: dict[str, Any]
+    if kind == "scanner":
+        config = Config(
+            source_bucket=spec["bucket"],
+            prefix=spec["prefix"],
+            queue_url=spec["queue_url"],
+            state_bucket=spec["bucket"],
+            state_key=spec["state_key"],
+            skip_folders=skip,
+            endpoint_url=spec["endpoint"],
+            **spec.get("tuning", {}),
+        )
+        profiler = _profiler(spec.get("profile"))
+        baseline = _rss_kb()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        if profiler is not None:
+            profiler.start()
+        summary = anyio.run(lambda: run_scan(config, emit_metrics=False))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        if profiler is not None:
+            profiler.stop()
+            with open(spec["profile"], "w", encoding="utf-8") as fh:
+                fh.write(profiler.output_text(unicode=True, show_all=False))
+        result = {
+            "status": summary["statusCode"],
+            "listed": summary["listed"],
+            "queued": summary["queued"],
+            "skipped": summary["skipped"],
+            "errors": summary["errors"],
+            "api_calls": summary["api_calls"],
+        }
+    elif kind == "sequential":
+        baseline = _rss_kb()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        result = sequential(
+            spec["endpoint"],
+            spec["bucket"],
+            spec["prefix"],
+            spec["queue_url"],
+            spec["state_key"],
+            skip,
+        )
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        result["status"] = 200
+    elif kind == "floor":
+        state_body = None
+        if spec.get("state_file"):
+            with open(spec["state_file"], "rb") as fh:
+                state_body = fh.read()
+        floor = Floor(
+            spec["endpoint"],
+            spec["bucket"],
+            spec["prefix"],
+            spec["queue_url"],
+            spec["state_key"],
+            skip,
+            new=int(spec["new"]),
+            state_body=state_body,
+            concurrency=int(spec.get("concurrency", 16)),
+        )
+        baseline = _rss_kb()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        result = anyio.run(floor.run)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        result["status"] = 200
+    else:
+        raise SystemExit(f"unknown kind {kind!r}")
+    result.update(
+        wall_s=wall, cpu_s=cpu, peak_rss_kb=_rss_kb(), baseline_rss_kb=baseline, kind=kind
+    )
+    return result
+
+
+def main() -> None:
+    """Entry point: one JSON spec argument, one JSON line out."""
+    spec = json.loads(sys.argv[1])
+    sys.stdout.write(json.dumps(run(spec)) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The ``bench`` subcommand's flags (argparse only: cheap to import with the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the bench flags to ``parser``; every help says ``[flag only]`` (no bench flag
+    has an environment variable behind it), like the other subcommands' helps."""
+
+    def add(*names: str, **kwargs: Any) -> None:
+        kwargs["help"] = f"{kwargs.get('help', '')} [flag only]"
+        parser.add_argument(*names, **kwargs)
+
+    add("--files", type=int, default=5000, help="candidate CSV files to seed (default 5000)")
+    add("--folders", type=int, default=10, help="folders they are spread over (default 10)")
+    add(
+        "--junk",
+        type=float,
+        default=0.1,
+        help="junk objects as a fraction of --files: skipped folders, a deeper level, "
+        "non-CSV, top-level (default 0.1; 0 = none)",
+    )
+    add(
+        "--latency-ms",
+        type=float,
+        default=20.0,
+        help="latency the proxy adds to every request (default 20; 0 = no proxy)",
+    )
+    add("--reps", type=int, default=3, help="repetitions per scenario (default 3)")
+    add(
+        "--sequential-reps",
+        type=int,
+        default=1,
+        help="repetitions of the (slow) sequential reference, at most --reps (default 1)",
+    )
+    add(
+        "--scenarios",
+        default="cold,warm,incremental",
+        help="comma-separated: cold, warm, incremental (default all; empty = none)",
+    )
+    add("--endpoint-url", default=None, help="use this S3/SQS endpoint instead of starting moto")
+    add("--json", action="store_true", help="one JSON document on stdout")
+    add("--no-progress", action="store_true", help="no progress line on stderr")
+    add("--workers", type=int, default=None, help="scanner WORKERS (default: Config's)")
+    add("--list-concurrency", type=int, default=None, help="scanner LIST_CONCURRENCY")
+    add("--queue-size", type=int, default=None, help="scanner QUEUE_SIZE")
+    add(
+        "--floor-concurrency",
+        type=int,
+        default=16,
+        help="requests in flight for the floor (default 16)",
+    )
+    add(
+        "--stock-moto",
+        action="store_true",
+        help="run moto without the bench's queue-counter patch (to see its cost)",
+    )
+    add(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="after each scenario, one extra scanner run under pyinstrument (not in the "
+        "figures); profiles written to DIR/<scenario>.txt",
+    )
+    add("--sweep", action="store_true", help="also sweep WORKERS, LIST_CONCURRENCY, QUEUE_SIZE")
+    add("--sweep-reps", type=int, default=1, help="repetitions per sweep point (default 1)")
+    add("--sweep-workers", default="2,4,8,16", help="WORKERS values to try")
+    add("--sweep-list-concurrency", default="2,4,8,16", help="LIST_CONCURRENCY values to try")
+    add("--sweep-queue-size", default="2,8,32", help="QUEUE_SIZE values to try")
+    add("--memory", action="store_true", help="also run the memory measurements")
+    add(
+        "--memory-listed",
+        default="5000,20000,50000",
+        help="listed objects for the flat-in-listed runs",
+    )
+    add("--memory-state-files", type=int, default=5000, help="state entries in those runs")
+    add(
+        "--memory-entries",
+        default="10000,50000,100000",
+        help="state entries for the bytes-per-entry runs",
+    )
+    add("--memory-reps", type=int, default=1, help="repetitions per memory point")

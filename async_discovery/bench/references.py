@@ -1,0 +1,202 @@
+"""The two references every scanner figure is divided by, run against the same server.
+
+- :func:`sequential`: the design this project replaces. boto3, one paginator over the
+  prefix, the discovery rule and the ETag check per object, one ``SendMessage`` per file
+  in order, the state read with a plain ``json.load`` and written with a plain
+  ``PutObject``.
+- :class:`Floor`: only the unavoidable requests (the ``Delimiter`` listing, every
+  non-skipped folder's listing pages, with ``Delimiter`` like the scanner,
+  ``ceil(new/10)`` ``SendMessageBatch`` calls, one state read and at most one write),
+  issued at once up to ``concurrency`` in flight, with every message body and the state
+  bytes built before the clock starts and timestamps left unparsed: no per-file work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+
+def _counter(client: Any, calls: Counter[str]) -> None:
+    def on_call(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    client.meta.events.register("before-call.*.*", on_call)
+
+
+def sequential(
+    endpoint: str,
+    bucket: str,
+    prefix: str,
+    queue_url: str,
+    state_key: str,
+    skip: frozenset[str],
+) -> dict[str, Any]:
+    """One run of the sequential design; returns counters and API calls."""
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config as BotoConfig
+
+    cfg = BotoConfig(retries={"mode": "standard", "total_max_attempts": 5})
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=cfg)
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", config=cfg)
+    calls: Counter[str] = Counter()
+    _counter(s3, calls)
+    _counter(sqs, calls)
+    try:
+        state: dict[str, Any] = json.load(s3.get_object(Bucket=bucket, Key=state_key)["Body"])
+    except s3.exceptions.NoSuchKey:
+        state = {"version": 1, "files": {}}
+    files: dict[str, Any] = state["files"]
+    listed = queued = skipped = 0
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            listed += 1
+            key = obj["Key"]
+            parts = key[len(prefix) :].split("/")
+            if len(parts) != 2 or not parts[0] or parts[0] in skip:
+                continue
+            if not parts[1] or not parts[1].lower().endswith(".csv"):
+                continue
+            etag = obj["ETag"].strip('"')
+            old = files.get(key)
+            if old is not None and old.get("etag") == etag:
+                skipped += 1
+                continue
+            body = {
+                "id": hashlib.sha256(f"{bucket}/{key}@{etag}".encode()).hexdigest(),
+                "bucket": bucket,
+                "key": key,
+                "folder": parts[0],
+                "etag": etag,
+                "size": obj["Size"],
+                "last_modified": obj["LastModified"].isoformat(),
+                "event": "updated" if old is not None else "new",
+            }
+            sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(body))
+            files[key] = {
+                "status": "queued",
+                "etag": etag,
+                "size": obj["Size"],
+                "folder": parts[0],
+                "queued_at": now,
+            }
+            queued += 1
+    if queued:
+        state["updated_at"] = now
+        s3.put_object(Bucket=bucket, Key=state_key, Body=json.dumps(state).encode())
+    s3.close()
+    sqs.close()
+    return {"listed": listed, "queued": queued, "skipped": skipped, "api_calls": dict(calls)}
+
+
+_SAMPLE_BODY = json.dumps(
+    {
+        "id": "0" * 64,
+        "bucket": "bench-bucket",
+        "key": "incoming/f000/file-0000000.csv",
+        "folder": "f000",
+        "etag": "0" * 32,
+        "size": 14,
+        "last_modified": "2026-01-01T00:00:00+00:00",
+        "event": "new",
+    }
+)
+
+
+class Floor:
+    """The floor: build everything in :meth:`__init__`, time only :meth:`run`."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        bucket: str,
+        prefix: str,
+        queue_url: str,
+        state_key: str,
+        skip: frozenset[str],
+        *,
+        new: int,
+        state_body: bytes | None,
+        concurrency: int = 16,
+    ) -> None:
+        self.endpoint, self.bucket, self.prefix = endpoint, bucket, prefix
+        self.queue_url, self.state_key, self.skip = queue_url, state_key, skip
+        self.batches = [
+            [{"Id": str(i), "MessageBody": _SAMPLE_BODY} for i in range(min(10, new - b * 10))]
+            for b in range(math.ceil(new / 10))
+        ]
+        self.state_body = state_body if new else None
+        self.concurrency = concurrency
+        self.calls: Counter[str] = Counter()
+        self.listed = 0
+
+    async def run(self) -> dict[str, Any]:
+        """Issue the floor's requests; returns counters and API calls."""
+        session = get_session()
+        # No per-object work beyond the unavoidable XML parse: timestamps stay strings
+        # (botocore would otherwise parse every LastModified with dateutil).
+        factory = session.get_component("response_parser_factory")
+        factory.set_parser_defaults(timestamp_parser=str)
+        kwargs: dict[str, Any] = {
+            "endpoint_url": self.endpoint,
+            "region_name": "us-east-1",
+            "config": AioConfig(max_pool_connections=self.concurrency + 4),
+        }
+        async with (
+            session.create_client("s3", **kwargs) as s3,
+            session.create_client("sqs", **kwargs) as sqs,
+        ):
+            _counter(s3, self.calls)
+            _counter(sqs, self.calls)
+            batches: Iterator[list[dict[str, str]]] = iter(self.batches)
+
+            async def sender() -> None:
+                for entries in batches:  # shared iterator: each batch sent once
+                    await sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)  # type: ignore[arg-type]
+
+            async def read_state() -> None:
+                try:
+                    resp = await s3.get_object(Bucket=self.bucket, Key=self.state_key)
+                    async with resp["Body"] as body:
+                        await body.read()
+                except s3.exceptions.NoSuchKey:
+                    pass
+
+            async def list_folder(prefix: str) -> None:
+                paginator = s3.get_paginator("list_objects_v2")
+                # Delimiter: a deeper level comes back as one common prefix, as for the
+                # scanner, instead of every object under it.
+                pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+                async for page in pages:
+                    self.listed += len(page.get("Contents", ()))
+
+            async def list_all() -> None:
+                top = await s3.list_objects_v2(
+                    Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"
+                )
+                self.listed += len(top.get("Contents", ()))
+                async with anyio.create_task_group() as folders:
+                    for cp in top.get("CommonPrefixes", ()):
+                        name = cp["Prefix"][len(self.prefix) :].rstrip("/")
+                        if name not in self.skip:
+                            folders.start_soon(list_folder, cp["Prefix"])
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_state)
+                tg.start_soon(list_all)
+                for _ in range(min(self.concurrency, len(self.batches))):
+                    tg.start_soon(sender)
+            if self.state_body is not None:
+                await s3.put_object(Bucket=self.bucket, Key=self.state_key, Body=self.state_body)
+        queued = sum(len(b) for b in self.batches)
+        return {"listed": self.listed, "queued": queued, "api_calls": dict(self.calls)}

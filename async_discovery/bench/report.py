@@ -1,0 +1,114 @@
+"""Rendering: the live progress line and the tables people read."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+
+class Progress:
+    """A one-line status on a terminal (redrawn in place); silent otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr, enabled: bool | None = None) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty() if enabled is None else enabled
+
+    def __call__(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K" + text[:150])
+            self.stream.flush()
+
+    def done(self) -> None:
+        """Clear the line."""
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _m(stat: dict[str, float], digits: int = 2) -> str:
+    return f"{stat['median']:.{digits}f} [{stat['min']:.{digits}f}-{stat['max']:.{digits}f}]"
+
+
+def _calls(calls: dict[str, int]) -> str:
+    short = {
+        "ListObjectsV2": "List",
+        "SendMessageBatch": "Batch",
+        "SendMessage": "Send",
+        "GetObject": "Get",
+        "PutObject": "Put",
+    }
+    return " ".join(f"{short.get(k, k)}={v}" for k, v in calls.items())
+
+
+def scenario_table(doc: dict[str, Any]) -> str:
+    """The main table: one block per scenario, scanner and references side by side."""
+    lines: list[str] = []
+    setup = doc["setup"]
+    lines.append(
+        f"async-discovery bench: {setup['files']} files in {setup['folders']} folders "
+        f"(+{setup['junk_objects']} junk), latency {setup['latency_ms']} ms, "
+        f"reps {setup['reps']}; tuning {setup['tuning']}"
+    )
+    head = (
+        f"{'scenario':12} {'run':11} {'wall s (median [min-max])':27} {'obj/s':>8} "
+        f"{'msg/s':>7} {'client CPU s':>12} {'peak RSS MB':>11} {'moto CPU s':>10}  api calls"
+    )
+    lines.append(head)
+    lines.append("-" * len(head))
+    for name in ("cold", "warm", "incremental"):
+        sc = doc["scenarios"].get(name)
+        if sc is None:
+            continue
+        for kind in ("scanner", "floor", "sequential"):
+            r = sc.get(kind)
+            if r is None:
+                continue
+            server = r.get("server_cpu_s", {}).get("median", 0.0)
+            lines.append(
+                f"{name:12} {kind:11} {_m(r['wall_s'], 3):27} {r['files_per_s']:8.0f} "
+                f"{r['messages_per_s']:7.0f} {r['cpu_s']['median']:12.2f} "
+                f"{r['peak_rss_mb']['median']:11.0f} {server:10.2f}  {_calls(r['api_calls'])}"
+            )
+        ratio = f"  -> scanner / floor = {sc['ratio_to_floor']:.2f}x"
+        if "speedup_vs_sequential" in sc:
+            ratio += f"; sequential / scanner = {sc['speedup_vs_sequential']:.1f}x"
+        mins = sc["api_minimum"]
+        ratio += "; calls vs bound: " + ", ".join(
+            f"{op} {v['used']}/{v['bound']}{'' if v['ok'] else ' OVER'}" for op, v in mins.items()
+        )
+        lines.append(ratio)
+    cpu = doc.get("cpu_per_10k_listed")
+    if cpu:
+        lines.append(
+            "client CPU s per 10,000 listed objects (scanner): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+        )
+    return "\n".join(lines) + "\n"
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """The sweep: one row per tuning."""
+    head = f"{'workers':>7} {'list_conc':>9} {'queue':>5} {'cold s':>8} {'warm s':>8}"
+    out = [head, "-" * len(head)]
+    for r in rows:
+        out.append(
+            f"{r['workers']:7d} {r['list_concurrency']:9d} {r['queue_size']:5d} "
+            f"{r['cold_s']:8.3f} {r['warm_s']:8.3f}"
+        )
+    return "\n".join(out) + "\n"
+
+
+def memory_table(mem: dict[str, Any]) -> str:
+    """Peak RSS against listed objects, and against state entries (with the slope)."""
+    out = ["peak RSS, warm runs, same state, growing listing:"]
+    for r in mem["flat_in_listed"]:
+        out.append(
+            f"  listed {r['listed']:7d}  state {r['state_entries']:6d}  "
+            f"peak RSS {r['peak_rss_mb']:7.1f} MB (after imports {r['baseline_rss_mb']:.1f})  "
+            f"CPU {r['cpu_s']:.2f} s"
+        )
+    out.append("peak RSS against state entries (slope = bytes per entry):")
+    for kind, data in mem["state_entries"].items():
+        pts = ", ".join(f"{r['entries']}: {r['peak_rss_mb']:.1f} MB" for r in data["runs"])
+        out.append(f"  {kind:10} {pts}; slope {data['bytes_per_entry']:.0f} B/entry")
+    return "\n".join(out) + "\n"

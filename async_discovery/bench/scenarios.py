@@ -1,0 +1,391 @@
+"""The bench's runs: scenarios side by side with the references, the sweep, memory.
+
+Every measured run is a child process (:mod:`async_discovery.bench.child`) against the
+same moto server, through the same latency proxy. Before each run the bench resets the
+starting condition directly on moto (not through the proxy):
+
+- ``cold``: no state object; every candidate is new.
+- ``warm``: the complete state (every candidate with its current ETag); nothing to send.
+- ``incremental``: the same complete state, after 1% of the candidates were overwritten
+  with new bytes (new ETags); those are sent as ``updated``.
+
+moto's queue-depth cost is kept out in two ways (README, Performance): the moto process
+has the bench's counter patch (:mod:`async_discovery.bench.moto_main`), and every
+measured run gets a fresh, empty queue that is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import boto3  # type: ignore[import-untyped]
+
+from .seed import BODY_V1, BODY_V2, PREFIX, Layout, extra_junk, put_objects, state_bytes
+from .servers import cpu_seconds
+
+SCENARIOS = ("cold", "warm", "incremental")
+STATE_KEY = "state/processed_files.json"
+SKIP = ("logs", "temp", "backups")
+Say = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Servers:
+    """Where the runs go (``endpoint``: the proxy) and where setup goes (``direct``)."""
+
+    endpoint: str
+    direct: str
+    server_pid: int | None = None
+    proxy_pid: int | None = None
+
+
+def _etag(body: bytes) -> str:
+    return hashlib.md5(body).hexdigest()  # the ETag S3 gives a single-part put
+
+
+def summarise(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+class Bench:
+    """Seeds one bucket and runs measured child processes against it."""
+
+    def __init__(self, servers: Servers, say: Say, tuning: dict[str, Any] | None = None) -> None:
+        self.servers = servers
+        self.say = say
+        self.tuning = dict(tuning or {})
+        kw: dict[str, Any] = {"endpoint_url": servers.direct, "region_name": "us-east-1"}
+        self.s3 = boto3.client("s3", **kw)
+        self.sqs = boto3.client("sqs", **kw)
+        self.tmp = tempfile.TemporaryDirectory(prefix="ad-bench-")
+
+    def close(self) -> None:
+        """Remove temporary files and close the setup clients."""
+        self.s3.close()
+        self.sqs.close()
+        self.tmp.cleanup()
+
+    # -- setup ------------------------------------------------------------------------
+
+    def new_bucket(self) -> str:
+        """A fresh bucket name (created by the seeding)."""
+        return f"bench-{uuid.uuid4().hex[:12]}"
+
+    def seed(
+        self, bucket: str, keys: Sequence[str], body: bytes = BODY_V1, create: bool = False
+    ) -> None:
+        """Put ``keys`` in parallel, showing progress."""
+        total = len(keys)
+
+        def progress(done: int) -> None:
+            self.say(f"seeding s3://{bucket}: {done}/{total}")
+
+        anyio.run(
+            lambda: put_objects(
+                self.servers.direct, bucket, keys, body, create=create, progress=progress
+            )
+        )
+
+    def put_state(self, bucket: str, body: bytes | None) -> None:
+        """Put (or with None: delete) the state object, directly on moto."""
+        if body is None:
+            self.s3.delete_object(Bucket=bucket, Key=STATE_KEY)
+        else:
+            self.s3.put_object(Bucket=bucket, Key=STATE_KEY, Body=body)
+
+    def state_file(self, body: bytes) -> str:
+        """Write ``body`` to a temporary file (for the floor's state write)."""
+        path = os.path.join(self.tmp.name, f"state-{uuid.uuid4().hex[:8]}.json")
+        with open(path, "wb") as fh:
+            fh.write(body)
+        return path
+
+    # -- one measured run ------------------------------------------------------------
+
+    def measure(self, kind: str, bucket: str, **extra: Any) -> dict[str, Any]:
+        """One measured run of ``kind`` in a child process, into a fresh queue."""
+        queue_url = self.sqs.create_queue(QueueName=f"bench-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+        spec: dict[str, Any] = {
+            "kind": kind,
+            "endpoint": self.servers.endpoint,
+            "bucket": bucket,
+            "prefix": PREFIX,
+            "queue_url": queue_url,
+            "state_key": STATE_KEY,
+            "skip": list(SKIP),
+        }
+        if kind == "scanner":
+            spec["tuning"] = {**self.tuning, **extra.pop("tuning", {})}
+        spec.update(extra)
+        server0 = cpu_seconds(self.servers.server_pid) if self.servers.server_pid else 0.0
+        proxy0 = cpu_seconds(self.servers.proxy_pid) if self.servers.proxy_pid else 0.0
+        proc = subprocess.run(
+            [sys.executable, "-m", "async_discovery.bench.child", _json(spec)],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+        )
+        if proc.returncode != 0 or not proc.stdout.strip():
+            raise RuntimeError(f"bench child {kind} failed: {proc.stderr.strip()[-2000:]}")
+        result: dict[str, Any] = _loads(proc.stdout.strip().splitlines()[-1])
+        if self.servers.server_pid:
+            result["server_cpu_s"] = cpu_seconds(self.servers.server_pid) - server0
+        if self.servers.proxy_pid:
+            result["proxy_cpu_s"] = cpu_seconds(self.servers.proxy_pid) - proxy0
+        self.sqs.delete_queue(QueueUrl=queue_url)
+        return result
+
+
+def _json(doc: Any) -> str:
+    import json
+
+    return json.dumps(doc)
+
+
+def _loads(text: str) -> dict[str, Any]:
+    import json
+
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Median/min/max over repetitions of one kind in one scenario."""
+    first = runs[-1]
+    wall = summarise([r["wall_s"] for r in runs])
+    med = wall["median"]
+    out: dict[str, Any] = {
+        "reps": len(runs),
+        "wall_s": wall,
+        "cpu_s": summarise([r["cpu_s"] for r in runs]),
+        "peak_rss_mb": summarise([r["peak_rss_kb"] / 1024 for r in runs]),
+        "listed": first["listed"],
+        "queued": first["queued"],
+        "files_per_s": (first["listed"] / med) if med else 0.0,
+        "messages_per_s": (first["queued"] / med) if med else 0.0,
+        "api_calls": dict(sorted(first["api_calls"].items())),
+    }
+    for key in ("server_cpu_s", "proxy_cpu_s"):
+        if key in first:
+            out[key] = summarise([r.get(key, 0.0) for r in runs])
+    if "status" in first:
+        out["status"] = sorted({r["status"] for r in runs})
+    return out
+
+
+def minimum_calls(
+    layout: Layout, scanner: dict[str, Any], new: int, workers: int
+) -> dict[str, Any]:
+    """The API-call targets of the issue next to what the scanner did."""
+    calls = scanner["api_calls"]
+    listed = int(scanner["listed"])
+    list_bound = math.ceil(listed / 1000) + layout.folders + 1
+    send_bound = math.ceil(new / 10) + workers
+    lists, sends = calls.get("ListObjectsV2", 0), calls.get("SendMessageBatch", 0)
+    gets, puts = calls.get("GetObject", 0), calls.get("PutObject", 0)
+    return {
+        "ListObjectsV2": {"used": lists, "bound": list_bound, "ok": lists <= list_bound},
+        "SendMessageBatch": {
+            "used": sends,
+            "bound": send_bound,
+            "minimum": math.ceil(new / 10),
+            "ok": sends <= send_bound,
+        },
+        "GetObject": {"used": gets, "bound": 1, "ok": gets == 1},
+        "PutObject": {"used": puts, "bound": 1, "ok": puts <= 1},
+    }
+
+
+def run_scenarios(
+    bench: Bench,
+    layout: Layout,
+    *,
+    scenarios: Sequence[str],
+    reps: int,
+    sequential_reps: int,
+    floor_concurrency: int,
+    workers: int,
+    profile_dir: str | None = None,
+) -> dict[str, Any]:
+    """Seed ``layout``, then each scenario ``reps`` times: scanner, floor, sequential.
+
+    With ``profile_dir``, one more scanner run per scenario (not in the figures) writes
+    a pyinstrument profile to ``<profile_dir>/<scenario>.txt``.
+    """
+    bucket = bench.new_bucket()
+    candidates = layout.candidates()
+    bench.seed(bucket, candidates + layout.junk_keys(), create=True)
+    complete = state_bytes(bucket, ((k, _etag(BODY_V1)) for k in candidates))
+    changed = layout.changed()
+    changed_set = set(changed)
+    results: dict[str, Any] = {"bucket": bucket}
+    for scenario in scenarios:
+        if scenario == "incremental":
+            bench.seed(bucket, changed, BODY_V2)
+        new = {"cold": layout.files, "warm": 0, "incremental": len(changed)}[scenario]
+        start = None if scenario == "cold" else complete
+        floor_state = bench.state_file(
+            complete
+            if scenario == "cold"
+            else state_bytes(
+                bucket,
+                ((k, _etag(BODY_V2 if k in changed_set else BODY_V1)) for k in candidates),
+            )
+        )
+        runs: dict[str, list[dict[str, Any]]] = {"scanner": [], "floor": [], "sequential": []}
+        for rep in range(reps):
+            plan = ["scanner", "floor"] + (["sequential"] if rep < sequential_reps else [])
+            for kind in plan:
+                bench.say(f"{scenario}: rep {rep + 1}/{reps}, {kind}")
+                bench.put_state(bucket, start)
+                extra: dict[str, Any] = {}
+                if kind == "floor":
+                    extra = {
+                        "new": new,
+                        "state_file": floor_state,
+                        "concurrency": floor_concurrency,
+                    }
+                runs[kind].append(bench.measure(kind, bucket, **extra))
+        if profile_dir:
+            bench.say(f"{scenario}: profiled scanner run")
+            bench.put_state(bucket, start)
+            path = os.path.join(profile_dir, f"{scenario}.txt")
+            bench.measure("scanner", bucket, profile=path)
+        out: dict[str, Any] = {kind: aggregate(r) for kind, r in runs.items() if r}
+        scan_wall = out["scanner"]["wall_s"]["median"]
+        out["new"] = new
+        out["ratio_to_floor"] = scan_wall / out["floor"]["wall_s"]["median"]
+        if "sequential" in out:
+            out["speedup_vs_sequential"] = out["sequential"]["wall_s"]["median"] / scan_wall
+        out["api_minimum"] = minimum_calls(layout, out["scanner"], new, workers)
+        results[scenario] = out
+        # Leave the bucket as the next scenario expects it (incremental reseeds itself).
+    if "incremental" in scenarios:
+        bench.seed(bucket, changed, BODY_V1)
+    return results
+
+
+def run_sweep(
+    bench: Bench,
+    layout: Layout,
+    grid: Sequence[dict[str, int]],
+    *,
+    reps: int,
+) -> list[dict[str, Any]]:
+    """Cold and warm scanner runs for each tuning in ``grid``; one row per tuning."""
+    bucket = bench.new_bucket()
+    candidates = layout.candidates()
+    bench.seed(bucket, candidates + layout.junk_keys(), create=True)
+    complete = state_bytes(bucket, ((k, _etag(BODY_V1)) for k in candidates))
+    rows: list[dict[str, Any]] = []
+    for tuning in grid:
+        row: dict[str, Any] = dict(tuning)
+        for scenario, start in (("cold", None), ("warm", complete)):
+            walls = []
+            for rep in range(reps):
+                bench.say(f"sweep {tuning}: {scenario} rep {rep + 1}/{reps}")
+                bench.put_state(bucket, start)
+                walls.append(bench.measure("scanner", bucket, tuning=tuning)["wall_s"])
+            row[f"{scenario}_s"] = statistics.median(walls)
+        rows.append(row)
+    return rows
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float:
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    den = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
+
+
+def run_memory(
+    bench: Bench,
+    *,
+    listed_levels: Sequence[int],
+    entry_levels: Sequence[int],
+    state_files: int,
+    reps: int,
+) -> dict[str, Any]:
+    """(1) peak RSS of warm runs listing more and more objects with the same state;
+    (2) peak RSS of warm runs against states of growing size: bytes per entry."""
+    out: dict[str, Any] = {}
+    # (1) flat in listed objects: state_files candidates (all in state) + .json junk.
+    layout = Layout(files=state_files, folders=10, junk=0.0)
+    bucket = bench.new_bucket()
+    candidates = layout.candidates()
+    bench.seed(bucket, candidates, create=True)
+    bench.put_state(bucket, state_bytes(bucket, ((k, _etag(BODY_V1)) for k in candidates)))
+    have = len(candidates)
+    flat = []
+    for level in sorted(listed_levels):
+        if level > have:
+            bench.seed(bucket, extra_junk(have, level - have, layout.folders))
+            have = level
+        runs = []
+        for rep in range(reps):
+            bench.say(f"memory: warm, {level} listed, rep {rep + 1}/{reps}")
+            runs.append(bench.measure("scanner", bucket))
+        flat.append(
+            {
+                "listed": runs[0]["listed"],
+                "state_entries": state_files,
+                "peak_rss_mb": statistics.median(r["peak_rss_kb"] / 1024 for r in runs),
+                "baseline_rss_mb": statistics.median(r["baseline_rss_kb"] / 1024 for r in runs),
+                "cpu_s": statistics.median(r["cpu_s"] for r in runs),
+            }
+        )
+    out["flat_in_listed"] = flat
+    # (2) bytes per state entry: a small listing, states of entry_levels entries. The
+    # entries not listed are kept (prune_missing off) so every run only loads and holds.
+    small = Layout(files=100, folders=2, junk=0.0)
+    bucket = bench.new_bucket()
+    listed = small.candidates()
+    bench.seed(bucket, listed, create=True)
+    per_kind: dict[str, list[dict[str, Any]]] = {"scanner": [], "sequential": []}
+    for level in sorted(entry_levels):
+        gone = [f"{PREFIX}f000/gone-{i:07d}.csv" for i in range(level - len(listed))]
+        body = state_bytes(bucket, ((k, _etag(BODY_V1)) for k in listed + gone))
+        for kind in per_kind:
+            runs = []
+            for rep in range(reps):
+                bench.say(f"memory: {kind}, {level} state entries, rep {rep + 1}/{reps}")
+                bench.put_state(bucket, body)
+                extra: dict[str, Any] = (
+                    {"tuning": {"prune_missing": False}} if kind == "scanner" else {}
+                )
+                runs.append(bench.measure(kind, bucket, **extra))
+            per_kind[kind].append(
+                {
+                    "entries": level,
+                    "state_bytes": len(body),
+                    "peak_rss_mb": statistics.median(r["peak_rss_kb"] / 1024 for r in runs),
+                }
+            )
+    out["state_entries"] = {
+        kind: {
+            "runs": rows,
+            "bytes_per_entry": _slope(
+                [(float(r["entries"]), r["peak_rss_mb"] * 1024 * 1024) for r in rows]
+            ),
+        }
+        for kind, rows in per_kind.items()
+    }
+    return out

@@ -1,0 +1,126 @@
+"""Bench data: the layout of candidate and junk keys, parallel seeding, state objects.
+
+Layout under ``incoming/``: ``files`` candidates spread evenly over ``folders`` folders
+(``f000/file-000000.csv``...), plus junk worth ``junk`` x files: objects in skipped
+folders (``logs/``, ``temp/``), one level deeper (``f000/archive/...csv``), non-CSV
+objects (``.json``), top-level files and folder markers; the scanner must list most of
+them and queue none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import anyio
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from ..state import FileEntry, State, encode
+
+PREFIX = "incoming/"
+BODY_V1 = b"id,value\n1,42\n"
+BODY_V2 = b"id,value\n1,43\n"  # the "incremental" overwrite: a new ETag
+SEED_CONCURRENCY = 32  # moto is one busy process: more in flight gains nothing
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Layout:
+    """What one bench bucket holds."""
+
+    files: int
+    folders: int
+    junk: float = 0.1
+
+    def folder(self, index: int) -> str:
+        """The name of folder ``index``."""
+        return f"f{index:03d}"
+
+    def candidates(self) -> list[str]:
+        """Every candidate key, folder by folder."""
+        return [
+            f"{PREFIX}{self.folder(i % self.folders)}/file-{i:07d}.csv" for i in range(self.files)
+        ]
+
+    def junk_keys(self) -> list[str]:
+        """The junk keys: listed (most of them) but never queued."""
+        count = int(self.files * self.junk)
+        keys: list[str] = []
+        kinds = ("skipped", "deeper", "other", "top")
+        for i in range(count):
+            kind = kinds[i % len(kinds)]
+            folder = self.folder(i % self.folders)
+            if kind == "skipped":
+                keys.append(f"{PREFIX}{('logs', 'temp')[i % 2]}/junk-{i:07d}.csv")
+            elif kind == "deeper":
+                keys.append(f"{PREFIX}{folder}/archive/old-{i:07d}.csv")
+            elif kind == "other":
+                keys.append(f"{PREFIX}{folder}/meta-{i:07d}.json")
+            else:
+                keys.append(f"{PREFIX}top-{i:07d}.csv")
+        if count:
+            keys.append(f"{PREFIX}empty-folder/")
+        return keys
+
+    def changed(self) -> list[str]:
+        """The 1% of candidates the ``incremental`` scenario overwrites (at least one)."""
+        keys = self.candidates()
+        step = 100 if len(keys) >= 100 else max(1, len(keys))
+        return keys[::step]
+
+
+def extra_junk(start: int, count: int, folders: int) -> list[str]:
+    """``count`` non-candidate keys (``.json`` in the candidate folders), numbered from
+    ``start``: listed by the scanner, never queued, never in state (memory runs)."""
+    return [f"{PREFIX}f{(i % folders):03d}/extra-{i:07d}.json" for i in range(start, start + count)]
+
+
+def s3_kwargs(endpoint: str, pool: int = SEED_CONCURRENCY) -> dict[str, Any]:
+    """Client arguments for the bench's own (setup) clients."""
+    return {
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "config": AioConfig(max_pool_connections=pool, retries={"mode": "standard"}),
+    }
+
+
+async def put_objects(
+    endpoint: str,
+    bucket: str,
+    keys: Sequence[str],
+    body: bytes = BODY_V1,
+    *,
+    create: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Put ``keys`` with ``SEED_CONCURRENCY`` workers over one shared key iterator."""
+    session = get_session()
+    async with session.create_client("s3", **s3_kwargs(endpoint)) as s3:
+        if create:
+            await s3.create_bucket(Bucket=bucket)
+        todo: Iterator[str] = iter(keys)
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            for key in todo:  # shared iterator: each key taken once
+                await s3.put_object(Bucket=bucket, Key=key, Body=body if key[-1] != "/" else b"")
+                done += 1
+                if progress is not None and done % 500 == 0:
+                    progress(done)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(SEED_CONCURRENCY):
+                tg.start_soon(worker)
+
+
+def state_bytes(
+    bucket: str, entries: Iterable[tuple[str, str]], *, stamp: str = "2026-01-01T00:00:00Z"
+) -> bytes:
+    """A state object (``state.encode``) recording ``(key, etag)`` pairs as queued."""
+    files = {
+        key: FileEntry(etag=etag, size=len(BODY_V1), folder=key.split("/")[1], queued_at=stamp)
+        for key, etag in entries
+    }
+    return encode(State(files=files, source_bucket=bucket), stamp)
