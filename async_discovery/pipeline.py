@@ -34,9 +34,19 @@ from .discovery import Verdict, classify, folder_prefix
 from .errors import DiscoveryError, ListingError, QueueError, StateConflict, StateError
 from .messages import MAX_BATCH, build_outgoing, iso_utc
 from .models import ListedObject, Outgoing, Page
-from .ports import Lister, RawPage, Sender, StateStore
+from .ports import Lister, RawPage, Sender, StateStore, StreamingStateStore
 from .resume import ListingProgress, folder_sort_key, pending_from_cursor
-from .state import FileEntry, State, StateChanges, apply, check_source, decode, encode
+from .state import (
+    EncodedBody,
+    FileEntry,
+    State,
+    StateChanges,
+    StateDecoder,
+    apply,
+    check_source,
+    decode,
+    encode,
+)
 from .summary import RunStats
 
 log = logging.getLogger("async_discovery")
@@ -97,14 +107,7 @@ class Scanner:
         """Run the scan; returns None on success or the error that makes it a 500."""
         cfg = self.config
         try:
-            raw, etag = await self.store.load()
-            loaded = (
-                decode(raw, name=self.store.name, max_bytes=cfg.state_max_bytes)
-                if raw is not None
-                else None
-            )
-            # The raw bytes are as large as the state itself: not held for the whole run.
-            del raw
+            loaded, etag = await self._load_state()
             if loaded is not None:
                 check_source(
                     loaded, cfg.source_bucket, name=self.store.name, force_rebind=cfg.force_rebind
@@ -164,6 +167,7 @@ class Scanner:
         must_write = (loaded is None and self._policy is not None) or (
             loaded is not None and loaded.source_bucket != cfg.source_bucket
         )
+        del loaded  # self._loaded alone holds the state, so a reload can drop it
         if not cfg.dry_run and (must_write or not changes.is_empty()):
             try:
                 await self._write(changes, etag)
@@ -568,15 +572,43 @@ class Scanner:
             return "since:" + iso_utc(self._started.replace(microsecond=0))
         return str(policy)
 
+    async def _load_state(self) -> tuple[State | None, str | None]:
+        """The decoded state and its ETag, or (None, None) when no state object exists.
+
+        A streaming store feeds the decoder as the object arrives: the raw bytes are as
+        large as the decoded state, so they are never held whole next to it.
+        """
+        name, max_bytes = self.store.name, self.config.state_max_bytes
+        if isinstance(self.store, StreamingStateStore):
+            decoder = StateDecoder(name=name, max_bytes=max_bytes)
+            found, etag = await self.store.load_into(decoder)
+            return (decoder.close() if found else None), etag
+        raw, etag = await self.store.load()
+        return (decode(raw, name=name, max_bytes=max_bytes) if raw is not None else None), etag
+
+    async def _save_state(self, state: State, etag: str | None) -> int:
+        """One conditional write of ``state``; returns its size in bytes.
+
+        A streaming store gets a body that encodes the state as it is read, so the
+        encoded bytes (as large as the state) never exist whole next to it.
+        """
+        updated_at = iso_utc(self.clock())
+        if isinstance(self.store, StreamingStateStore):
+            body = EncodedBody(state, updated_at)
+            await self.store.save_stream(body, if_match=etag)
+            return len(body)
+        raw = encode(state, updated_at)
+        await self.store.save(raw, if_match=etag)
+        return len(raw)
+
     async def _write(self, changes: StateChanges, etag: str | None) -> None:
         """One conditional write; on conflict reload, merge, retry (bounded, jittered)."""
         cfg = self.config
         base = self._loaded
         for attempt in range(1, cfg.state_write_attempts + 1):
             self.stats.state_write_attempts = attempt
-            body = encode(apply(base, changes), iso_utc(self.clock()))
             try:
-                await self.store.save(body, if_match=etag)
+                size = await self._save_state(apply(base, changes), etag)
             except StateConflict as exc:
                 log.warning(
                     "state changed meanwhile: reload and merge",
@@ -585,13 +617,10 @@ class Scanner:
                 if attempt == cfg.state_write_attempts:
                     raise
                 await anyio.sleep(backoff(attempt))
-                raw, etag = await self.store.load()
-                base = (
-                    decode(raw, name=self.store.name, max_bytes=cfg.state_max_bytes)
-                    if raw is not None
-                    else State()
-                )
-                del raw  # not held through the next encode
+                # The stale state is dropped before the fresh one is decoded.
+                base = self._loaded = State()
+                fresh, etag = await self._load_state()
+                base = self._loaded = fresh if fresh is not None else State()
                 # The writer that won may have bound the object to another bucket.
                 check_source(
                     base, cfg.source_bucket, name=self.store.name, force_rebind=cfg.force_rebind
@@ -603,7 +632,7 @@ class Scanner:
                 extra={
                     "event": "state_written",
                     "entries": len(base.files),
-                    "bytes": len(body),
+                    "bytes": size,
                     "attempts": attempt,
                 },
             )

@@ -7,8 +7,9 @@ against aiobotocore, and tests of pipeline mechanics may implement them in memor
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import AsyncGenerator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .models import ListedObject, Outgoing
 
@@ -58,6 +59,33 @@ class StateStore(Protocol):
 
         Returns the new ETag; raises ``StateConflict`` when the condition fails.
         """
+        ...
+
+
+class StateSink(Protocol):
+    """Takes the raw state object chunk by chunk (``state.StateDecoder``)."""
+
+    def feed(self, chunk: bytes) -> None:
+        """The next bytes of the object."""
+        ...
+
+
+@runtime_checkable
+class StreamingStateStore(StateStore, Protocol):
+    """A :class:`StateStore` that also streams the object both ways.
+
+    The pipeline prefers these methods when a store has them, so the raw state (as large
+    as the decoded state) is never whole in memory next to it; a store with only
+    ``load``/``save`` still works.
+    """
+
+    async def load_into(self, sink: StateSink) -> tuple[bool, str | None]:
+        """Feed the state to ``sink``; return (True, ETag), or (False, None) when no state
+        object exists. Errors raised by ``sink`` propagate."""
+        ...
+
+    async def save_stream(self, body: io.RawIOBase, *, if_match: str | None) -> str:
+        """:meth:`StateStore.save` with a seekable body of known ``len()``."""
         ...
 
 

@@ -8,7 +8,7 @@
 2. Listing flatness: warm runs with a fixed 5,000-entry state and L listed objects
    (5,000 CSV in state plus L-5,000 ignored sidecar files); nothing sent or written.
 
-Each run is a fresh process reporting its own ``ru_maxrss``. Not a test: it asserts
+Each run is a fresh process reporting its own peak RSS (``VmHWM``). Not a test: it asserts
 nothing, and the figures vary with the machine and Python version.
 """
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..changes import strip_etag
 from ..errors import ListingError, StateConflict, StateTooLarge, StorageError
 from ..models import ListedObject
-from ..ports import RawPage
+from ..ports import RawPage, StateSink
 from .errors import AWS_ERRORS, describe, error_code, http_status
 
 if TYPE_CHECKING:
@@ -66,6 +67,16 @@ class S3Lister:
             ) from exc
 
 
+_CHUNK = 1 << 20  # bytes of the state object read (and decoded) at a time
+
+
+class _Collector:
+    """A sink that keeps every chunk (for :meth:`S3StateStore.load`)."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.feed = parts.append
+
+
 class S3StateStore:
     """The state object: read with its ETag, written with ``If-Match``/``If-None-Match``."""
 
@@ -82,6 +93,14 @@ class S3StateStore:
 
     async def load(self) -> tuple[bytes | None, str | None]:
         """The state bytes and ETag, or (None, None) when the object does not exist."""
+        parts: list[bytes] = []
+        found, etag = await self.load_into(_Collector(parts))
+        return (b"".join(parts) if found else None), etag
+
+    async def load_into(self, sink: StateSink) -> tuple[bool, str | None]:
+        """Feed the state object to ``sink`` as it arrives; (True, ETag), or (False, None)
+        when the object does not exist. Over ``max_bytes`` (by ContentLength before
+        reading, or by the bytes actually received) raises :class:`StateTooLarge`."""
         try:
             resp = await self.client.get_object(Bucket=self.bucket, Key=self.key)
             length = int(resp.get("ContentLength", 0))
@@ -91,13 +110,21 @@ class S3StateStore:
                     f"state object {self.name} is {length} bytes, "
                     f"over STATE_MAX_BYTES={self.max_bytes}"
                 )
+            received = 0
             async with resp["Body"] as stream:
-                body = await stream.read()
-            return body, resp["ETag"]
+                async for chunk in stream.iter_chunks(_CHUNK):
+                    received += len(chunk)
+                    if received > self.max_bytes:
+                        raise StateTooLarge(
+                            f"state object {self.name} is over "
+                            f"STATE_MAX_BYTES={self.max_bytes} bytes"
+                        )
+                    sink.feed(chunk)
+            return True, resp["ETag"]
         except AWS_ERRORS as exc:
             code = error_code(exc)
             if code in ("NoSuchKey", "404") or (code == "" and http_status(exc) == 404):
-                return None, None
+                return False, None
             if code == "NoSuchBucket":
                 raise StorageError(f"state bucket {self.bucket!r} does not exist") from exc
             if code == "AccessDenied" or (code == "" and http_status(exc) == 403):
@@ -107,7 +134,7 @@ class S3StateStore:
                 # reading a real denial as "no state" would resend every file.
                 missing = await self._listed_missing()
                 if missing:
-                    return None, None
+                    return False, None
                 if missing is None:
                     raise StorageError(
                         f"reading state {self.name} failed: {describe(exc)}; listing the "
@@ -129,12 +156,18 @@ class S3StateStore:
 
     async def save(self, body: bytes, *, if_match: str | None) -> str:
         """Conditional ``PutObject``; a refused condition raises :class:`StateConflict`."""
+        return await self.save_stream(io.BytesIO(body), if_match=if_match)
+
+    async def save_stream(self, body: io.RawIOBase | io.BytesIO, *, if_match: str | None) -> str:
+        """:meth:`save` from a seekable body (``state.EncodedBody``): botocore takes the
+        Content-Length from ``len()`` or seek/tell and re-reads it by seeking back (CRC32
+        checksum, SigV4 payload hash, retries); aiohttp streams it in chunks."""
         condition: dict[str, str] = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
         try:
             resp = await self.client.put_object(
                 Bucket=self.bucket,
                 Key=self.key,
-                Body=body,
+                Body=cast("IO[bytes]", body),  # typeshed: RawIOBase is not IO[bytes]
                 ContentType="application/json",
                 **condition,  # type: ignore[arg-type]
             )
