@@ -1,7 +1,7 @@
 """async_discovery: an asynchronous S3 CSV discovery scanner (aiobotocore + anyio).
 
 Layers, one import direction: the pure core (``config``, ``discovery``, ``changes``,
-``messages``, ``state``, ``resume``, ``summary``, ``metrics``) ← the AWS adapters
+``messages``, ``state``, ``state_codec``, ``resume``, ``summary``, ``metrics``) ← the AWS adapters
 (``aws``) and the pipeline (``pipeline``, which sees only ``ports``) ← the entry points
 (``runner``, ``handler``, ``cli``, ``demo``).
 """

@@ -36,17 +36,8 @@ from .messages import MAX_BATCH, build_outgoing, iso_utc
 from .models import ListedObject, Outgoing, Page
 from .ports import Lister, RawPage, Sender, StateStore, StreamingStateStore
 from .resume import ListingProgress, folder_sort_key, pending_from_cursor
-from .state import (
-    EncodedBody,
-    FileEntry,
-    State,
-    StateChanges,
-    StateDecoder,
-    apply,
-    check_source,
-    decode,
-    encode,
-)
+from .state import FileEntry, State, StateChanges, apply, check_source
+from .state_codec import EncodedBody, StateDecoder, decode, encode
 from .summary import RunStats
 
 log = logging.getLogger("async_discovery")

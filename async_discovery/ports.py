@@ -63,7 +63,7 @@ class StateStore(Protocol):
 
 
 class StateSink(Protocol):
-    """Takes the raw state object chunk by chunk (``state.StateDecoder``)."""
+    """Takes the raw state object chunk by chunk (``state_codec.StateDecoder``)."""
 
     def feed(self, chunk: bytes) -> None:
         """The next bytes of the object."""

@@ -47,7 +47,8 @@ def etag_of(key: str) -> str:
 
 def state_bytes(keys: list[str], prefix: str) -> bytes:
     """A state object recording ``keys`` with the ETags their objects have."""
-    from async_discovery.state import FileEntry, State, encode
+    from async_discovery.state import FileEntry, State
+    from async_discovery.state_codec import encode
 
     files = {}
     for key in keys:

@@ -24,7 +24,8 @@ import anyio
 from async_discovery.aws import S3StateStore, open_clients
 from async_discovery.config import Config
 from async_discovery.discovery import Verdict, classify
-from async_discovery.state import FileEntry, State, decode, encode
+from async_discovery.state import FileEntry, State
+from async_discovery.state_codec import decode, encode
 from async_discovery.testing.moto_server import threaded_moto_server, use_fake_credentials
 
 BUCKET = "state-measure"

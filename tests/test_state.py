@@ -7,15 +7,8 @@ import json
 import pytest
 
 from async_discovery.errors import StateBucketMismatch, StateCorrupt, StateTooLarge
-from async_discovery.state import (
-    FileEntry,
-    State,
-    StateChanges,
-    apply,
-    check_source,
-    decode,
-    encode,
-)
+from async_discovery.state import FileEntry, State, StateChanges, apply, check_source
+from async_discovery.state_codec import decode, encode
 
 GOOD = {
     "version": 1,
@@ -150,7 +143,7 @@ def test_changes_is_empty() -> None:
 def test_windowed_decode_matches_json_loads(monkeypatch: pytest.MonkeyPatch, window: int) -> None:
     # The state is decoded a window of bytes at a time: values cut by a window's edge
     # (numbers, multi-byte characters, escapes) must parse as a whole-document parse does.
-    monkeypatch.setattr("async_discovery.state._WINDOW", window)
+    monkeypatch.setattr("async_discovery.state_codec._WINDOW", window)
     entry = {"status": "queued", "etag": "e1", "size": 123, "folder": "a", "queued_at": "t"}
     doc = {
         "updated_at": "t",

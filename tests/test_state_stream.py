@@ -14,15 +14,8 @@ from async_discovery.aws.s3 import S3StateStore
 from async_discovery.config import DEFAULT_STATE_KEY
 from async_discovery.errors import StateCorrupt, StateTooLarge
 from async_discovery.ports import StreamingStateStore
-from async_discovery.state import (
-    EncodedBody,
-    FileEntry,
-    Files,
-    State,
-    StateDecoder,
-    decode,
-    encode,
-)
+from async_discovery.state import FileEntry, Files, State
+from async_discovery.state_codec import EncodedBody, StateDecoder, decode, encode
 
 from .helpers import MotoEnv
 

@@ -159,7 +159,7 @@ class S3StateStore:
         return await self.save_stream(io.BytesIO(body), if_match=if_match)
 
     async def save_stream(self, body: io.RawIOBase | io.BytesIO, *, if_match: str | None) -> str:
-        """:meth:`save` from a seekable body (``state.EncodedBody``): botocore takes the
+        """:meth:`save` from a seekable body (``state_codec.EncodedBody``): botocore takes the
         Content-Length from ``len()`` or seek/tell and re-reads it by seeking back (CRC32
         checksum, SigV4 payload hash, retries); aiohttp streams it in chunks."""
         condition: dict[str, str] = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}

@@ -17,7 +17,8 @@ import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from ..state import FileEntry, State, encode
+from ..state import FileEntry, State
+from ..state_codec import encode
 
 PREFIX = "incoming/"
 BODY_V1 = b"id,value\n1,42\n"
@@ -118,7 +119,7 @@ async def put_objects(
 def state_bytes(
     bucket: str, entries: Iterable[tuple[str, str]], *, stamp: str = "2026-01-01T00:00:00Z"
 ) -> bytes:
-    """A state object (``state.encode``) recording ``(key, etag)`` pairs as queued."""
+    """A state object (``state_codec.encode``) recording ``(key, etag)`` pairs as queued."""
     files = {
         key: FileEntry(etag=etag, size=len(BODY_V1), folder=key.split("/")[1], queued_at=stamp)
         for key, etag in entries
