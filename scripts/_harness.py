@@ -3,8 +3,9 @@
 * ``serve``: a moto server in its own process, seeded straight through moto's backend
   (100k+ objects in seconds, where PutObject over HTTP would take minutes); its CPU is
   never the client's.
-* ``client``: one scan in a fresh process that reports its own peak RSS
-  (``VmHWM``, see ``peak_kib``) and the CPU seconds of the run alone (imports excluded).
+* ``client``: one scan in a fresh process that reports its own peak RSS (``VmHWM``,
+  see ``async_discovery.bench.child.peak_rss_kib``) and the CPU seconds of the run alone
+  (imports excluded).
 
     python scripts/_harness.py serve PORT LAYOUT_JSON
     python scripts/_harness.py client CONFIG_JSON [--profile FILE]
@@ -16,7 +17,6 @@ import contextlib
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -64,17 +64,12 @@ def serve(port: int, layout: list[list[Any]]) -> None:
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
     from moto.server import ThreadedMotoServer
-    from moto.sqs import models as sqs_models
 
-    # moto recounts every stored message on each SQS call (O(queue depth)); these
-    # counters are only informational, so pin them to 0 and a 10k-message send stays
-    # linear. Nothing receives from the queue in these measurements.
-    for name in (
-        "approximate_number_of_messages",
-        "approximate_number_of_messages_not_visible",
-        "approximate_number_of_messages_delayed",
-    ):
-        setattr(sqs_models.Queue, name, property(lambda self: 0))
+    from async_discovery.bench.moto_main import apply_patch
+
+    # The bench's one moto patch: queue counters are free on the send path (moto
+    # recounts every stored message on each send otherwise: O(queue depth)).
+    apply_patch()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -91,12 +86,10 @@ def serve(port: int, layout: list[list[Any]]) -> None:
 @contextlib.contextmanager
 def seeded_moto(layout: list[list[Any]]) -> Iterator[str]:
     """Start ``serve`` in a subprocess; yield its URL once seeded (fake credentials set)."""
-    from async_discovery.testing.moto_server import use_fake_credentials
+    from async_discovery.testing.moto_server import free_port, use_fake_credentials
 
     use_fake_credentials()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "_harness.py"), "serve", str(port), json.dumps(layout)],
         stdout=subprocess.PIPE,
@@ -127,29 +120,12 @@ def run_client(config: dict[str, Any], profile: str | None = None) -> dict[str, 
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-def peak_kib() -> int:
-    """This process's own peak RSS in KiB.
-
-    ``ru_maxrss`` is not that: exec keeps the high-water mark of the memory it replaces,
-    which for a child started by subprocess (vfork) is the parent's, so the figure read
-    the parent's size (here: the key lists and state it builds per run). ``VmHWM`` is
-    the peak of this process image alone; ``ru_maxrss`` remains the fallback off Linux.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-
 def client(config_json: str, profile: str | None) -> None:
     import logging
 
     import anyio
 
+    from async_discovery.bench.child import peak_rss_kib
     from async_discovery.config import Config
     from async_discovery.runner import run_scan
 
@@ -157,7 +133,7 @@ def client(config_json: str, profile: str | None) -> None:
     kwargs = json.loads(config_json)
     kwargs["skip_folders"] = frozenset(kwargs.get("skip_folders", ()))
     config = Config(**kwargs)
-    base_kib = peak_kib()
+    base_kib = peak_rss_kib()
     profiler: Any = None
     if profile:
         import cProfile
@@ -180,7 +156,7 @@ def client(config_json: str, profile: str | None) -> None:
         json.dumps(
             {
                 "base_kib": base_kib,
-                "peak_kib": peak_kib(),
+                "peak_kib": peak_rss_kib(),
                 "cpu_s": round(cpu, 3),
                 "wall_s": round(wall, 3),
                 "summary": summary,

@@ -77,7 +77,7 @@ async def open_clients(
         sqs = await stack.enter_async_context(session.create_client("sqs", **kwargs))
         if api_calls is not None:
             for client in (s3, sqs):
-                _count_calls(client, api_calls)
+                count_calls(client, api_calls)
         yield AwsClients(s3=s3, sqs=sqs)
 
 
@@ -97,7 +97,9 @@ def parse_timestamp(value: Any) -> datetime:
     return botocore_parse_timestamp(value)
 
 
-def _count_calls(client: Any, counter: Counter[str]) -> None:
+def count_calls(client: Any, counter: Counter[str]) -> None:
+    """Count ``client``'s API calls by operation into ``counter`` (boto3 clients too)."""
+
     # "before-call" fires once per API call (not per retry attempt).
     def on_call(model: Any, **_: Any) -> None:
         counter[model.name] += 1

@@ -3,7 +3,7 @@
 Each measured run gets a process of its own so its peak RSS (``ru_maxrss``) is its own
 and not the high-water mark of an earlier, bigger run. Everything is imported and built
 before the clock starts; the run's wall time, CPU time (``time.process_time``: every
-thread of this process) and peak RSS (``VmHWM``, see :func:`_rss_kb`) go to stdout as
+thread of this process) and peak RSS (``VmHWM``, see :func:`peak_rss_kib`) go to stdout as
 one JSON line, with the RSS after imports (``baseline_rss_kb``) for reference.
 
 SPEC keys: ``kind`` (scanner, sequential, floor), ``endpoint``, ``bucket``, ``prefix``,
@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 
-def _rss_kb() -> int:
+def peak_rss_kib() -> int:
     """Peak RSS of this process image in KiB: ``VmHWM`` from ``/proc/self/status``.
 
     Not ``ru_maxrss``: Linux carries that across ``exec`` from the forked copy of the
@@ -75,7 +75,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             **spec.get("tuning", {}),
         )
         profiler = _profiler(spec.get("profile"))
-        baseline = _rss_kb()
+        baseline = peak_rss_kib()
         cpu0, t0 = time.process_time(), time.perf_counter()
         if profiler is not None:
             profiler.start()
@@ -94,7 +94,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             "api_calls": summary["api_calls"],
         }
     elif kind == "sequential":
-        baseline = _rss_kb()
+        baseline = peak_rss_kib()
         cpu0, t0 = time.process_time(), time.perf_counter()
         result = sequential(
             spec["endpoint"],
@@ -122,7 +122,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             state_body=state_body,
             concurrency=int(spec.get("concurrency", 16)),
         )
-        baseline = _rss_kb()
+        baseline = peak_rss_kib()
         cpu0, t0 = time.process_time(), time.perf_counter()
         result = anyio.run(floor.run)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -130,7 +130,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown kind {kind!r}")
     result.update(
-        wall_s=wall, cpu_s=cpu, peak_rss_kb=_rss_kb(), baseline_rss_kb=baseline, kind=kind
+        wall_s=wall,
+        cpu_s=cpu,
+        peak_rss_kb=peak_rss_kib(),
+        baseline_rss_kb=baseline,
+        kind=kind,
     )
     return result
 

@@ -25,12 +25,7 @@ import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-
-def _counter(client: Any, calls: Counter[str]) -> None:
-    def on_call(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
-
-    client.meta.events.register("before-call.*.*", on_call)
+from ..aws.clients import count_calls
 
 
 def sequential(
@@ -49,8 +44,8 @@ def sequential(
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=cfg)
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", config=cfg)
     calls: Counter[str] = Counter()
-    _counter(s3, calls)
-    _counter(sqs, calls)
+    count_calls(s3, calls)
+    count_calls(sqs, calls)
     try:
         state: dict[str, Any] = json.load(s3.get_object(Bucket=bucket, Key=state_key)["Body"])
     except s3.exceptions.NoSuchKey:
@@ -156,8 +151,8 @@ class Floor:
             session.create_client("s3", **kwargs) as s3,
             session.create_client("sqs", **kwargs) as sqs,
         ):
-            _counter(s3, self.calls)
-            _counter(sqs, self.calls)
+            count_calls(s3, self.calls)
+            count_calls(sqs, self.calls)
             batches: Iterator[list[dict[str, str]]] = iter(self.batches)
 
             async def sender() -> None:

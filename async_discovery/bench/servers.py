@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..testing.moto_server import free_port
+from ..testing.moto_server import moto_server_process, stop_process
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,36 +36,14 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextmanager
-def moto_process(*, stock: bool = False, timeout: float = 30.0) -> Iterator[Process]:
+def moto_process(*, stock: bool = False) -> Iterator[Process]:
     """moto on 127.0.0.1 in its own process, with the bench's queue-counter patch
     (:mod:`async_discovery.bench.moto_main`) unless ``stock``."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "async_discovery.bench.moto_main", "-H", "127.0.0.1"]
-    cmd += ["-p", str(port)] + (["--stock"] if stock else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError("the moto server did not start") from None
-                time.sleep(0.05)
-        yield Process(f"http://127.0.0.1:{port}", proc.pid)
-    finally:
-        _stop(proc)
+    with moto_server_process(
+        module="async_discovery.bench.moto_main", args=["--stock"] if stock else []
+    ) as (url, pid):
+        yield Process(url, pid)
 
 
 @contextmanager
@@ -88,4 +64,4 @@ def proxy_process(upstream: str, latency_ms: float) -> Iterator[Process]:
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
-        _stop(proc)
+        stop_process(proc)

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 # Fake credentials for a local moto server: never real secrets, never sent to AWS.
@@ -52,16 +52,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    """Terminate a helper process, killing it if it does not stop within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
-def moto_server_process(timeout: float = 30.0) -> Iterator[str]:
-    """Start moto in its own process (so its CPU is not the client's); yield its URL."""
+def moto_server_process(
+    *, module: str = "moto.server", args: Sequence[str] = (), timeout: float = 30.0
+) -> Iterator[tuple[str, int]]:
+    """Start moto in its own process (so its CPU is not the client's); yield (URL, pid).
+
+    ``module`` is run with ``-m`` and moto's own ``-H``/``-p`` flags, then ``args``
+    (the benchmark passes its patched entry point, :mod:`async_discovery.bench.moto_main`).
+    """
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + timeout
         while True:
@@ -72,11 +87,6 @@ def moto_server_process(timeout: float = 30.0) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > end:
                     raise RuntimeError("the moto server did not start") from None
                 time.sleep(0.05)
-        yield url
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
