@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import json
 import os
 import sys
@@ -20,55 +21,32 @@ from typing import Any, TextIO, cast
 import anyio
 
 from ._version import __version__
-from .config import DEFAULT_SKIP_FOLDERS, DEFAULT_STATE_KEY, Config
+from .config import LOG_LEVELS, Config, parse_log_level
 from .errors import ConfigError
 from .logs import configure_logging
 from .runner import config_error_summary, run_scan
+from .settings import SETTING, SETTINGS
 from .summary import RunStats
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEMO_EXTRA = "pip install 'async-discovery[demo]'"
 OUTPUTS = ("json", "table")
 
-# (flag, Config field, environment variable, help)
-SCAN_FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
-    ("--bucket", "source_bucket", "S3_SOURCE_BUCKET", "bucket holding the CSV files; required"),
-    (
-        "--prefix",
-        "prefix",
-        "S3_PREFIX",
-        "prefix to scan, 'incoming' = 'incoming/'; default: empty = whole bucket",
-    ),
-    (
-        "--queue-url",
-        "queue_url",
-        "SQS_QUEUE_URL",
-        "target SQS queue URL (standard or FIFO); required unless --dry-run",
-    ),
-    (
-        "--state-bucket",
-        "state_bucket",
-        "S3_STATE_BUCKET",
-        "bucket of the state object; default: the source bucket",
-    ),
-    (
-        "--state-key",
-        "state_key",
-        "S3_STATE_KEY",
-        f"key of the state object; default: {DEFAULT_STATE_KEY}",
-    ),
-    (
-        "--skip-folders",
-        "skip_folders",
-        "SKIP_FOLDERS",
-        f"comma-separated folders never processed; default: {','.join(DEFAULT_SKIP_FOLDERS)}",
-    ),
-    (
-        "--endpoint-url",
-        "endpoint_url",
-        None,
-        "S3 and SQS endpoint (default: botocore's AWS_ENDPOINT_URL[_S3|_SQS] or AWS)",
-    ),
+# The configuration flags scan, doctor and iam-policy share. Every configuration flag
+# (name, help, default, variable) is declared in async_discovery/settings.py.
+CONFIG_FLAGS = (
+    "source_bucket",
+    "prefix",
+    "queue_url",
+    "state_bucket",
+    "state_key",
+    "skip_folders",
+    "endpoint_url",
+)
+# (flag, Config field, environment variable, help) of each.
+SCAN_FLAGS: tuple[tuple[str, str, str | None, str], ...] = tuple(
+    (SETTING[field].flag or "", field, SETTING[field].env, SETTING[field].help)
+    for field in CONFIG_FLAGS
 )
 
 
@@ -79,7 +57,8 @@ def exit_code(status: int) -> int:
 
 _EPILOG = """\
 exit status of scan: 0 = statusCode 200, 3 = 207 (some files failed), 1 = 500 (bad
-configuration or the run could not complete), 2 = usage error.
+configuration, LOG_LEVEL included, or the run could not complete), 2 = usage error.
+demo and bench exit 1 when the demo extra is missing (pip install 'async-discovery[demo]').
 Flags override the environment variable named in their help. Credentials and region
 come from the standard AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_REGION, ...).
 """
@@ -90,25 +69,36 @@ def _help(text: str, env: str | None) -> str:
     return f"{text} [env {env}]" if env else f"{text} [flag only]"
 
 
+def _add_setting(parser: argparse.ArgumentParser, field: str, **options: Any) -> None:
+    """The flag of one setting, with the help, default and variable of its declaration.
+    Its value is None when not given, so the environment applies."""
+    setting = SETTING[field]
+    if setting.flag is None:
+        raise ValueError(f"{field} has no flag")
+    if setting.switch:
+        options.setdefault("action", "store_true")
+    elif "choices" not in options:
+        options.setdefault("metavar", setting.dest.upper())
+    options.setdefault("default", None)
+    parser.add_argument(setting.flag, help=setting.cli_help(), **options)
+
+
+def _add_log_level(parser: argparse.ArgumentParser, **options: Any) -> None:
+    _add_setting(parser, "log_level", type=str.upper, choices=LOG_LEVELS, **options)
+
+
 def _log_level_parent() -> argparse.ArgumentParser:
     # Accepted before or after the subcommand: `async-discovery scan --log-level DEBUG`.
     # SUPPRESS keeps the subcommand from resetting a level given before it.
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        "--log-level",
-        default=argparse.SUPPRESS,
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help=_help("level of the JSON logs on stderr; default INFO", "LOG_LEVEL"),
-    )
+    _add_log_level(parent, default=argparse.SUPPRESS)
     return parent
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, *, endpoint: bool = True) -> None:
-    for flag, _field, env, text in SCAN_FLAGS:
-        if flag == "--endpoint-url" and not endpoint:
-            continue
-        parser.add_argument(flag, default=None, metavar=flag[2:].upper(), help=_help(text, env))
+    for field in CONFIG_FLAGS:
+        if field != "endpoint_url" or endpoint:
+            _add_setting(parser, field)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,13 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("LOG_LEVEL", "INFO"),
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help=_help("level of the JSON logs on stderr; default INFO", "LOG_LEVEL"),
-    )
+    _add_log_level(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = [_log_level_parent()]
 
@@ -142,25 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=common,
     )
     _add_config_flags(scan)
-    scan.add_argument(
-        "--dry-run",
-        action="store_true",
-        help=_help(
-            'send nothing, write nothing; count what would go (Lambda: event {"dry_run": true})',
-            None,
-        ),
-    )
-    scan.add_argument(
-        "--explain",
-        action="store_true",
-        help=_help("with --dry-run: one JSON line per object on stdout saying why", None),
-    )
-    scan.add_argument(
-        "--force-rebind",
-        action="store_true",
-        default=None,
-        help=_help("accept a state object recorded for another bucket", "FORCE_REBIND"),
-    )
+    for field in ("dry_run", "explain", "force_rebind"):
+        _add_setting(scan, field)
     scan.add_argument(
         "--output",
         choices=OUTPUTS,
@@ -175,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
             "no live progress line (it is drawn only when stderr is a terminal anyway)", None
         ),
     )
-    scan.set_defaults(func=cmd_scan)
+    scan.set_defaults(func=cmd_scan, reads_config=True)
 
     policy = sub.add_parser(
         "iam-policy",
@@ -197,7 +164,44 @@ def build_parser() -> argparse.ArgumentParser:
             "AWS_REGION or AWS_DEFAULT_REGION",
         ),
     )
-    policy.set_defaults(func=cmd_iam_policy)
+    policy.add_argument(
+        "--doctor",
+        action="store_true",
+        help=_help(
+            "add what `doctor` needs on top: s3:PutObject and s3:DeleteObject on its probe "
+            "object beside the state, sqs:GetQueueAttributes on the queue",
+            None,
+        ),
+    )
+    policy.set_defaults(func=cmd_iam_policy, reads_config=True)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check that the store, the queue and the role do what a scan relies on",
+        description="Check the configuration, the source listing, the state object, the "
+        "store's conditional writes, the queue, the clock and the permissions; one line "
+        "per check (ok / warn / fail, what was found, the fix). Exit 0 when no check "
+        "failed, 1 otherwise. Never writes the state object or changes the queue's "
+        "contents (its writes go to a probe object beside the state). docs/doctor.md.",
+        formatter_class=formatter,
+        parents=common,
+    )
+    _add_config_flags(doctor)
+    _add_setting(doctor, "force_rebind")
+    doctor.add_argument(
+        "--deep",
+        action="store_true",
+        help=_help("also compare a listing continued key by key with one page", None),
+    )
+    doctor.add_argument(
+        "--send-test-message",
+        action="store_true",
+        help=_help("send one clearly marked test message to the queue", None),
+    )
+    doctor.add_argument(
+        "--output", choices=("text", "json"), default="text", help=_help("text or json", None)
+    )
+    doctor.set_defaults(func=cmd_doctor, reads_config=True)
 
     seed = sub.add_parser(
         "seed",
@@ -229,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="scan sample data on an in-process moto server (no AWS account)",
         description="Start a moto server on 127.0.0.1, seed a sample bucket, scan twice. "
-        "Needs the demo extra: pip install 'async-discovery[demo]'. Reads no "
-        "environment variables.",
+        "Needs the demo extra: pip install 'async-discovery[demo]' (without it: one line "
+        "saying so on stderr, exit status 1). Reads no environment variables but LOG_LEVEL.",
         formatter_class=formatter,
         parents=common,
     )
@@ -244,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Seed a moto server on 127.0.0.1 (or --endpoint-url), put a latency "
         "proxy in front, run cold, warm and incremental scans side by side with the "
         "sequential design and the request floor, and print the figures and ratios. "
-        "Needs the demo extra: pip install 'async-discovery[demo]'.",
+        "Needs the demo extra: pip install 'async-discovery[demo]' (without it: one line "
+        "saying so on stderr, exit status 1).",
         formatter_class=formatter,
         parents=common,
     )
@@ -257,13 +262,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.log_level not in LOG_LEVELS:  # only an invalid LOG_LEVEL variable gets here
-        sys.stderr.write(
-            f"async-discovery: LOG_LEVEL = {args.log_level!r}: unknown level; "
-            f"expected {', '.join(LOG_LEVELS)}\n"
-        )
-        return EXIT_USAGE
-    configure_logging(args.log_level)
+    # The flag (validated by argparse) wins over LOG_LEVEL. A bad LOG_LEVEL is a
+    # configuration problem: commands that read the configuration report it with every
+    # other bad variable (exit 1); the others report it alone. Logging runs at INFO
+    # meanwhile, so the error itself can be logged.
+    problems: list[str] = []
+    configure_logging(args.log_level or parse_log_level(os.environ.get("LOG_LEVEL"), problems))
+    if problems and not getattr(args, "reads_config", False):
+        for problem in problems:
+            sys.stderr.write(f"async-discovery {args.command}: {problem}\n")
+        return EXIT_FAILED
     code: int = args.func(args)
     return code
 
@@ -288,8 +296,9 @@ def _config_from_args(
 ) -> Config | ConfigError:
     """The Config from the environment and the flags, or the ConfigError after printing
     each of its problems on stderr, one line each."""
-    for flag, field, _env, _text in SCAN_FLAGS:
-        overrides.setdefault(field, getattr(args, flag[2:].replace("-", "_"), None))
+    for setting in SETTINGS:
+        if setting.flag is not None:
+            overrides.setdefault(setting.field, getattr(args, setting.dest, None))
     try:
         return Config.from_env(os.environ, **overrides)
     except ConfigError as exc:
@@ -303,13 +312,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.explain and not args.dry_run:
         sys.stderr.write("async-discovery scan: --explain needs --dry-run\n")
         return EXIT_USAGE
-    config = _config_from_args(
-        args,
-        "scan",
-        dry_run=bool(args.dry_run) or None,
-        explain=bool(args.explain) or None,
-        force_rebind=args.force_rebind,
-    )
+    config = _config_from_args(args, "scan")
     if isinstance(config, ConfigError):
         _print_summary(config_error_summary(config), args.output)
         return EXIT_FAILED
@@ -317,7 +320,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     # Progress only for a person watching: not when stderr is a file or a pipe, and not
     # with --explain (its lines on stdout would interleave with the status line).
     if args.progress and not config.explain and sys.stderr.isatty():
-        summary = anyio.run(_scan_with_progress, config, args.log_level)
+        summary = anyio.run(_scan_with_progress, config, config.log_level)
     else:
         summary = anyio.run(functools.partial(run_scan, config, explain=explain))
     _print_summary(summary, args.output)
@@ -351,11 +354,21 @@ def cmd_iam_policy(args: argparse.Namespace) -> int:
     if isinstance(config, ConfigError):
         return EXIT_FAILED
     region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    policy = build_policy(config, region=region or None)
+    policy = build_policy(config, region=region or None, doctor=args.doctor)
     for note in policy.notes:
         sys.stderr.write(f"async-discovery iam-policy: note: {note}\n")
     sys.stdout.write(json.dumps(policy.document, indent=2) + "\n")
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``doctor``: one line per check; exit 0 when none failed, else 1."""
+    from .doctor import run_cli
+
+    config = _config_from_args(args, "doctor")
+    return run_cli(
+        config, deep=args.deep, send_test_message=args.send_test_message, output=args.output
+    )
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -392,8 +405,25 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def missing_demo_extra(command: str) -> bool:
+    """True, after saying so in one line on stderr, when the demo extra (moto's server)
+    cannot be imported: the demo and the bench need it, the scanner never does."""
+    try:
+        importlib.import_module("moto.server")
+    except ImportError as exc:
+        missing = (exc.name or "moto").split(".")[0]
+        sys.stderr.write(
+            f"async-discovery {command}: needs the demo extra ({missing} is not installed); "
+            f"install it with: {DEMO_EXTRA}\n"
+        )
+        return True
+    return False
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """``bench``: the throughput benchmark (imported only when asked for)."""
+    if missing_demo_extra("bench"):
+        return EXIT_FAILED
     from .bench import cmd_bench as run_bench
 
     return run_bench(args)
@@ -401,6 +431,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``demo``: the self-contained demonstration."""
+    if missing_demo_extra("demo"):
+        return EXIT_FAILED
     from .demo import run_demo
 
-    return run_demo()
+    # On a terminal the demo shows its JSON logs only when a level was asked for.
+    return run_demo(log_level=args.log_level or os.environ.get("LOG_LEVEL") or None)

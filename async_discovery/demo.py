@@ -2,6 +2,12 @@
 
 Needs no AWS account: fake credentials, an explicit loopback endpoint. The second scan
 must queue nothing, which is the point of the state object.
+
+On a terminal (stdout is a tty) the demo tells its story: each seeded key with the
+scanner's verdict and reason, a message that went out, the state object written, then
+the second run skipping every file as unchanged; JSON log lines appear only when a log
+level is asked for. Otherwise it prints the two summaries on stdout, one JSON line each,
+and its notes and the logs on stderr.
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ import contextlib
 import functools
 import json
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 from aiobotocore.session import get_session
 
-from .config import Config
+from .config import DEFAULT_STATE_KEY, Config
+from .logs import configure_logging
 from .runner import run_scan
 from .testing.moto_server import threaded_moto_server, use_fake_credentials
 
@@ -37,6 +44,21 @@ SAMPLE: dict[str, str] = {
     "incoming/top-level.csv": "ignored: top-level file",
     "incoming/empty/": "ignored: folder marker",
     "elsewhere/other.csv": "ignored: other prefix",
+}
+
+# The message body the story shows: an awkward name, to see it arrive unchanged.
+SHOWN_KEY = "incoming/inventory/q3 report+final 100%.csv"
+
+# Explain reasons, in words.
+REASONS: dict[str, str] = {
+    "new": "new: not in state yet",
+    "updated": "updated: another ETag than in state",
+    "unchanged": "unchanged: same ETag as in state",
+    "skipped-folder": "in a skipped folder: never listed",
+    "deep": "one level too deep",
+    "not-csv": "not a .csv file",
+    "top-level": "no folder: directly under the prefix",
+    "marker": "a folder marker",
 }
 
 
@@ -64,23 +86,152 @@ async def seed_sample(endpoint: str, bucket: str = BUCKET, queue: str = QUEUE) -
         return str(created["QueueUrl"])
 
 
-async def _peek(endpoint: str, queue_url: str) -> list[dict[str, Any]]:
+async def _receive(endpoint: str, queue_url: str) -> list[dict[str, Any]]:
+    """Every message body waiting in the queue (received, not deleted)."""
     session = get_session()
+    bodies: list[dict[str, Any]] = []
     async with session.create_client("sqs", endpoint_url=endpoint, region_name="us-east-1") as sqs:
-        resp = await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
-        return [json.loads(m["Body"]) for m in resp.get("Messages", [])]
+        while True:
+            resp = await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+            messages = resp.get("Messages", [])
+            if not messages:
+                return bodies
+            bodies.extend(json.loads(m["Body"]) for m in messages)
 
 
-def run_demo() -> int:
+async def _read_state(endpoint: str) -> bytes:
+    session = get_session()
+    async with session.create_client("s3", endpoint_url=endpoint, region_name="us-east-1") as s3:
+        resp = await s3.get_object(Bucket=BUCKET, Key=DEFAULT_STATE_KEY)
+        async with resp["Body"] as body:
+            data: bytes = await body.read()
+            return data
+
+
+def _verdict(key: str, explained: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """The scanner's (action, reason in words) for a seeded key. A skipped folder or a
+    deeper level is explained once, by its common prefix, which the key starts with."""
+    doc = explained.get(key)
+    if doc is None:
+        covering = [k for k in explained if k.endswith("/") and key.startswith(k)]
+        doc = explained[max(covering, key=len)] if covering else None
+    if doc is None:
+        return "-", "outside the prefix: never listed"
+    reason = str(doc["reason"])
+    return str(doc["action"]), REASONS.get(reason, reason)
+
+
+def _verdict_lines(out: TextIO, explained: dict[str, dict[str, Any]], keys: list[str]) -> None:
+    for key in keys:
+        action, reason = _verdict(key, explained)
+        out.write(f"  {action:6}  {key:44}  {reason}\n")
+
+
+def _counts(summary: dict[str, Any]) -> str:
+    calls = summary.get("api_calls", {})
+    wrote = "state written" if calls.get("PutObject") else "state not rewritten"
+    return (
+        f"{summary['statusCode']}: queued {summary['queued']}, skipped {summary['skipped']}, "
+        f"ignored {summary['ignored']}, errors {summary['errors']}; "
+        f"{calls.get('SendMessageBatch', 0)} SendMessageBatch calls; {wrote}"
+    )
+
+
+def _wrapped(items: list[str], first: str, indent: str, width: int = 92) -> list[str]:
+    """``items`` joined by ", " into lines of at most ``width`` characters (an item
+    longer than that gets a line of its own)."""
+    lines, line = [], first
+    for n, item in enumerate(items):
+        piece = item + ("," if n < len(items) - 1 else "")
+        if len(line) + len(piece) + 1 > width and line.strip():
+            lines.append(line.rstrip())
+            line = indent
+        line += piece + " "
+    lines.append(line.rstrip())
+    return lines
+
+
+def _state_lines(raw: bytes, shown: int = 1) -> list[str]:
+    """The first lines of the state object: its header fields and a few entries."""
+    state = json.loads(raw)
+    files: dict[str, Any] = state.get("files", {})
+    header = [
+        f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}"
+        for k, v in state.items()
+        if k != "files"
+    ]
+    lines = _wrapped([*header, '"files": {'], "  {", "   ")
+    for key, entry in list(files.items())[:shown]:
+        fields = [f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in entry.items()]
+        lines += _wrapped(fields, f"     {json.dumps(key, ensure_ascii=False)}: {{", "       ")
+        lines[-1] += "},"
+    if len(files) > shown:
+        lines.append(f"     ... {len(files) - shown} more entries like this one")
+    lines.append("  }}")
+    return lines
+
+
+def _tell(endpoint: str, queue_url: str, config: Config) -> list[dict[str, Any]]:
+    """Both scans, told on stdout for a person; returns the two summaries."""
+    out = sys.stdout
+    listed = [k for k in SAMPLE if k.startswith(PREFIX + "/")]
+    out.write(
+        f"async-discovery demo: moto server on {endpoint} (in-process, no AWS account)\n"
+        f"Seeded s3://{BUCKET}/ with {len(SAMPLE)} objects; "
+        f"scanning the prefix {PREFIX}/ into the queue {QUEUE}.\n\n"
+    )
+    summaries: list[dict[str, Any]] = []
+    for run in (1, 2):
+        explained: dict[str, dict[str, Any]] = {}
+
+        def collect(doc: dict[str, Any], into: dict[str, dict[str, Any]] = explained) -> None:
+            if "key" in doc:
+                into[str(doc["key"])] = doc
+
+        summary = anyio.run(
+            functools.partial(run_scan, config, explain=collect, emit_metrics=False)
+        )
+        summaries.append(summary)
+        if run == 1:
+            out.write("Scan 1: the state object does not exist yet. Each key's verdict:\n")
+            _verdict_lines(out, explained, list(SAMPLE))
+            out.write(f"  -> {_counts(summary)}\n\n")
+            bodies = anyio.run(_receive, endpoint, queue_url)
+            shown = next((b for b in bodies if b.get("key") == SHOWN_KEY), None)
+            shown = shown or (bodies[0] if bodies else None)
+            out.write(f"The queue now holds {len(bodies)} messages. One body:\n")
+            if shown is not None:
+                pretty = json.dumps(shown, ensure_ascii=False, indent=2)
+                out.write("".join(f"  {line}\n" for line in pretty.splitlines()))
+            raw = anyio.run(_read_state, endpoint)
+            out.write(
+                f"\nThe state object s3://{BUCKET}/{DEFAULT_STATE_KEY} ({len(raw):,} bytes), "
+                "written once\nat the end of the run; it records only what SQS accepted:\n"
+            )
+            out.write("".join(line + "\n" for line in _state_lines(raw)))
+        else:
+            out.write("\nScan 2: same bucket, with the state of scan 1. Each candidate:\n")
+            candidates = [k for k in listed if _verdict(k, explained)[0] in ("skip", "send")]
+            _verdict_lines(out, explained, candidates)
+            out.write(f"  (the other {len(SAMPLE) - len(candidates)} keys: as in scan 1)\n")
+            out.write(f"  -> {_counts(summary)}\n")
+        out.flush()
+    return summaries
+
+
+def run_demo(*, log_level: str | None = None) -> int:
     """Run the demo; exit status 0 when the first scan queued every candidate and the
-    second queued nothing."""
+    second queued nothing. ``log_level``: the level asked for (flag or ``LOG_LEVEL``);
+    on a terminal the JSON logs are shown only when one was."""
     use_fake_credentials()
+    story = sys.stdout.isatty()
+    if story and log_level is None:
+        configure_logging("WARNING")  # a healthy run logs nothing at this level
     expected = sum(1 for verdict in SAMPLE.values() if verdict.startswith("candidate"))
     with threaded_moto_server() as endpoint:
-        _say(f"moto server on {endpoint}; seeding s3://{BUCKET}/ with {len(SAMPLE)} objects:")
+        if not story:
+            _say(f"moto server on {endpoint}; seeding s3://{BUCKET}/ with {len(SAMPLE)} objects:")
         queue_url = anyio.run(seed_sample, endpoint)
-        for key, verdict in SAMPLE.items():
-            _say(f"  {key!r:48} {verdict}")
         config = Config(
             source_bucket=BUCKET,
             prefix=PREFIX + "/",
@@ -88,25 +239,46 @@ def run_demo() -> int:
             state_bucket=BUCKET,
             endpoint_url=endpoint,
         )
-        summaries = []
-        for run in (1, 2):
-            summary = anyio.run(functools.partial(run_scan, config, emit_metrics=False))
-            summaries.append(summary)
-            sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-            _say(
-                f"scan {run}: statusCode {summary['statusCode']}, queued {summary['queued']}, "
-                f"skipped {summary['skipped']}, ignored {summary['ignored']}"
-            )
-            if run == 1:
-                sample = anyio.run(_peek, endpoint, queue_url)
-                if sample:
-                    _say("a message body: " + json.dumps(sample[0], ensure_ascii=False))
+        if story:
+            summaries = _tell(endpoint, queue_url, config)
+        else:
+            summaries = _summaries(endpoint, queue_url, config)
     first, second = summaries
     ok = first["statusCode"] == 200 and first["queued"] == expected and second["queued"] == 0
-    _say(
-        "demo ok: the second scan queued nothing"
-        if ok
-        else f"demo FAILED: expected {expected} queued then 0"
-    )
+    if story:
+        sys.stdout.write(
+            "\nDemo ok: the second scan sent nothing; the state object remembers every file.\n"
+            "Next: scan your own bucket without sending anything:\n"
+            "  async-discovery scan --bucket BUCKET --prefix PREFIX --dry-run --explain\n"
+            if ok
+            else f"\nDemo FAILED: expected {expected} queued, then 0.\n"
+        )
+    else:
+        _say(
+            "demo ok: the second scan queued nothing"
+            if ok
+            else f"demo FAILED: expected {expected} queued then 0"
+        )
     return 0 if ok else 1
+
+
+def _summaries(endpoint: str, queue_url: str, config: Config) -> list[dict[str, Any]]:
+    """Both scans for a pipe or a file: one JSON summary per line on stdout, notes on
+    stderr."""
+    for key, verdict in SAMPLE.items():
+        _say(f"  {key!r:48} {verdict}")
+    summaries = []
+    for run in (1, 2):
+        summary = anyio.run(functools.partial(run_scan, config, emit_metrics=False))
+        summaries.append(summary)
+        sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        _say(
+            f"scan {run}: statusCode {summary['statusCode']}, queued {summary['queued']}, "
+            f"skipped {summary['skipped']}, ignored {summary['ignored']}"
+        )
+        if run == 1:
+            bodies = anyio.run(_receive, endpoint, queue_url)
+            if bodies:
+                _say("a message body: " + json.dumps(bodies[0], ensure_ascii=False))
+    return summaries

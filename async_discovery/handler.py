@@ -7,6 +7,7 @@ clients inside its own ``anyio.run`` event loop and closes them before returning
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import Any
 
@@ -18,20 +19,35 @@ from .errors import ConfigError
 from .logs import configure_logging
 from .runner import config_error_summary, run_scan
 
+log = logging.getLogger("async_discovery")
+
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """Run one scan and return the summary dict (SPEC "Summary").
 
-    ``event`` may carry ``{"dry_run": true}``; anything else in it is ignored (a
-    scheduled EventBridge event). The deadline comes from
-    ``context.get_remaining_time_in_millis()`` minus ``DEADLINE_MARGIN_SECONDS``.
+    ``event`` may carry ``{"dry_run": true}`` (a JSON boolean; any other value is a
+    configuration error); anything else in it is ignored (a scheduled EventBridge
+    event). The deadline comes from ``context.get_remaining_time_in_millis()`` minus
+    ``DEADLINE_MARGIN_SECONDS``.
     """
-    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
-    dry_run = bool(event.get("dry_run")) if isinstance(event, dict) else False
+    # INFO until LOG_LEVEL is validated with the rest, so a bad value can be logged.
+    configure_logging("INFO")
+    if isinstance(event, dict) and event.get("action") == "doctor":
+        from .doctor import run_lambda  # docs/doctor.md
+
+        return run_lambda(os.environ, event)
+    problems: list[str] = []
+    dry_run = event_dry_run(event, problems)
+    config: Config | None = None
     try:
         config = Config.from_env(os.environ, dry_run=dry_run or None)
     except ConfigError as exc:
-        return config_error_summary(exc)
+        problems.extend(exc.problems)
+    if problems or config is None:
+        error = ConfigError(problems)
+        log.error("invalid configuration", extra={"event": "config_error", "problems": problems})
+        return config_error_summary(error)
+    configure_logging(config.log_level)
     deadline = None
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if callable(remaining):
@@ -39,3 +55,17 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             lambda: float(remaining()) / 1000.0, margin=config.deadline_margin_seconds
         )
     return anyio.run(functools.partial(run_scan, config, deadline=deadline))
+
+
+def event_dry_run(event: Any, problems: list[str]) -> bool | None:
+    """The event's ``dry_run``: a JSON boolean, or None when absent (or the event is not
+    an object). Any other value (``"false"`` is truthy to Python) is appended to
+    ``problems`` rather than guessed at."""
+    if not isinstance(event, dict) or event.get("dry_run") is None:
+        return None
+    value = event["dry_run"]
+    if isinstance(value, bool):
+        return value
+    shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:60]}..."
+    problems.append(f"event field dry_run = {shown}: not a JSON boolean; expected true or false")
+    return None

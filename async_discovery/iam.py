@@ -20,6 +20,14 @@ AWS library and calls no AWS API. What the scanner does, and so what it needs:
   that listing shows it absent. The policy therefore grants ``s3:ListBucket`` on the
   state bucket with ``s3:prefix`` = the state key (no unconditional ListBucket).
 - ``SendMessageBatch`` is authorised by ``sqs:SendMessage`` on the queue ARN.
+
+``async-discovery doctor`` needs two things more, which a scan never does
+(``build_policy(..., doctor=True)``, ``iam-policy --doctor``): ``s3:PutObject`` and
+``s3:DeleteObject`` on one probe object beside the state (:func:`probe_key`: the state
+key + ``.doctor-probe``), where it tries conditional writes, and
+``sqs:GetQueueAttributes`` on the queue. Without them the doctor skips those checks with
+a warning. :func:`grant` words one grant of a policy the way the doctor reports a
+denied call.
 """
 
 from __future__ import annotations
@@ -32,6 +40,14 @@ from urllib.parse import urlsplit
 from .config import Config
 
 POLICY_VERSION = "2012-10-17"
+PROBE_SUFFIX = ".doctor-probe"
+# Statement ids, so a caller can name one grant (see :func:`grant`).
+SID_LIST_SOURCE = "ListSourcePrefix"
+SID_STATE = "ReadWriteStateObject"
+SID_LIST_STATE = "ListStateKey"
+SID_SEND = "SendToQueue"
+SID_PROBE = "DoctorProbeObject"
+SID_QUEUE_ATTRIBUTES = "DoctorQueueAttributes"
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 # sqs.<region>.amazonaws.com[.cn], <region>.queue.amazonaws.com (legacy), VPC endpoints
 # (vpce-….sqs.<region>.vpce.amazonaws.com) and the region-less queue.amazonaws.com.
@@ -142,10 +158,17 @@ class Policy:
     notes: tuple[str, ...]
 
 
-def build_policy(config: Config, *, region: str | None = None) -> Policy:
+def probe_key(state_key: str) -> str:
+    """The doctor's probe object: beside the state, never the state itself."""
+    return state_key + PROBE_SUFFIX
+
+
+def build_policy(config: Config, *, region: str | None = None, doctor: bool = False) -> Policy:
     """The least-privilege IAM policy for ``config`` (see the module docstring).
 
-    ``region`` names the queue's region when its URL does not (a moto URL).
+    ``region`` names the queue's region when its URL does not (a moto URL). ``doctor``
+    adds what ``async-discovery doctor`` needs on top: the probe object and the queue's
+    attributes.
     """
     arn = queue_arn(config.queue_url, region=region) if config.queue_url else None
     notes = list(arn.notes) if arn else []
@@ -160,7 +183,7 @@ def build_policy(config: Config, *, region: str | None = None) -> Policy:
     if same_bucket and source_prefixes and not config.state_key.startswith(config.prefix):
         source_prefixes.append(state_key)
     list_source: dict[str, Any] = {
-        "Sid": "ListSourcePrefix",
+        "Sid": SID_LIST_SOURCE,
         "Effect": "Allow",
         "Action": "s3:ListBucket",
         "Resource": s3 + config.source_bucket,
@@ -170,7 +193,7 @@ def build_policy(config: Config, *, region: str | None = None) -> Policy:
     statements.append(list_source)
     statements.append(
         {
-            "Sid": "ReadWriteStateObject",
+            "Sid": SID_STATE,
             "Effect": "Allow",
             "Action": ["s3:GetObject", "s3:PutObject"],
             "Resource": f"{s3}{config.state_bucket}/{state_key}",
@@ -179,7 +202,7 @@ def build_policy(config: Config, *, region: str | None = None) -> Policy:
     if not same_bucket:
         statements.append(
             {
-                "Sid": "ListStateKey",
+                "Sid": SID_LIST_STATE,
                 "Effect": "Allow",
                 "Action": "s3:ListBucket",
                 "Resource": s3 + config.state_bucket,
@@ -189,11 +212,49 @@ def build_policy(config: Config, *, region: str | None = None) -> Policy:
     if arn is not None and not config.dry_run:
         statements.append(
             {
-                "Sid": "SendToQueue",
+                "Sid": SID_SEND,
                 "Effect": "Allow",
                 "Action": "sqs:SendMessage",
                 "Resource": arn.arn,
             }
         )
+    if doctor:
+        statements.append(
+            {
+                "Sid": SID_PROBE,
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:DeleteObject"],
+                "Resource": f"{s3}{config.state_bucket}/{_s3_escape(probe_key(config.state_key))}",
+            }
+        )
+        if arn is not None:
+            statements.append(
+                {
+                    "Sid": SID_QUEUE_ATTRIBUTES,
+                    "Effect": "Allow",
+                    "Action": "sqs:GetQueueAttributes",
+                    "Resource": arn.arn,
+                }
+            )
     document = {"Version": POLICY_VERSION, "Statement": statements}
     return Policy(document=document, queue=arn, notes=tuple(notes))
+
+
+def grant(policy: Policy, sid: str, action: str | None = None) -> str:
+    """The grant ``sid`` of ``policy`` in words, e.g. ``s3:GetObject on
+    arn:aws:s3:::bucket/state/processed_files.json``; ``action`` picks one of its actions.
+    A ``s3:prefix`` condition is named too. Raises KeyError for an unknown ``sid``."""
+    for statement in policy.document["Statement"]:
+        if statement.get("Sid") != sid:
+            continue
+        actions = statement["Action"]
+        if action is not None:
+            actions = action
+        elif not isinstance(actions, str):
+            actions = ", ".join(actions)
+        text = f"{actions} on {statement['Resource']}"
+        prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+        if prefixes:
+            text += " with s3:prefix " + " or ".join(prefixes)
+        return text
+    raise KeyError(sid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,19 @@ from typing import Any
 from .models import ListedObject, Outgoing
 
 MAX_BATCH = 10  # SendMessageBatch accepts at most 10 entries.
+# What SQS accepts in a message body: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD |
+# #x10000-#x10FFFF. Anything else (U+FFFE, U+FFFF, a lone surrogate) is legal in an S3
+# key but would make SQS refuse the whole call, failing the other nine files with it.
+_NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _escape_for_sqs(text: str) -> str:
+    """JSON text with each character SQS refuses written as a ``\\uXXXX`` escape.
+
+    Such characters can only occur inside JSON strings, where the escape decodes back to
+    the same character: the body's ``key`` is still the exact key.
+    """
+    return _NOT_SQS_TEXT.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def message_id(bucket: str, key: str, etag: str) -> str:
@@ -43,6 +57,7 @@ def build_outgoing(
         },
         ensure_ascii=False,
     )
+    body = _escape_for_sqs(body)
     return Outgoing(
         obj=obj,
         folder=folder,

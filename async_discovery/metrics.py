@@ -8,7 +8,16 @@ from typing import Any
 from .summary import RunStats
 
 NAMESPACE = "AsyncDiscovery"
-_COUNTS = ("listed", "candidates", "queued", "skipped", "errors", "deferred", "pruned")
+_COUNTS = (
+    "listed",
+    "candidates",
+    "queued",
+    "skipped",
+    "errors",
+    "deferred",
+    "pruned",
+    "held_back",
+)
 
 
 def emf_record(
@@ -18,8 +27,10 @@ def emf_record(
     values: dict[str, float] = {name: float(getattr(stats, name)) for name in _COUNTS}
     values["ignored"] = float(sum(stats.ignored.values()))
     values["duration"] = round(seconds * 1000.0, 3)
+    values["state_bytes"] = float(stats.state_bytes)
+    units = {"duration": "Milliseconds", "state_bytes": "Bytes"}
     metrics: list[dict[str, str]] = [
-        {"Name": name, "Unit": "Milliseconds" if name == "duration" else "Count"} for name in values
+        {"Name": name, "Unit": units.get(name, "Count")} for name in values
     ]
     for op, n in sorted(stats.api_calls.items()):
         name = f"api_calls.{op}"

@@ -1,4 +1,4 @@
-"""Plain data shared by every layer: listed objects, listing pages, send outcomes."""
+"""Plain data shared by every layer: listed objects, listing pages, outgoing messages."""
 
 from __future__ import annotations
 
@@ -46,11 +46,3 @@ class Outgoing:
     message_id: str
     body: str
     previous_etag: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SendOutcome:
-    """What became of one batch: accepted entries, and those that finally failed."""
-
-    accepted: list[Outgoing]
-    failed: list[tuple[Outgoing, str]]

@@ -6,15 +6,59 @@ every page before it was processed: :class:`ListingProgress` keeps exactly that.
 The cursor saved in state (per scanned prefix) is a small JSON object:
 
 * folders strategy: ``{"strategy": "folders", "pending": {folder: start_after},
-  "after_folder": name-or-null, "initial_scan": policy-or-absent}``: folders at or
-  before ``after_folder`` (in S3 order) are done unless pending; later ones not begun.
+  "after_folder": name-or-null, "discovered_until": key-or-absent, "initial_scan":
+  policy-or-absent}``: folders at or before ``after_folder`` (in S3 order) are done
+  unless pending; later ones not begun. ``discovered_until`` is the last key or folder
+  the pass's folder discovery listing saw: a resumed run continues that listing there.
 * flat strategy: ``{"strategy": "flat", "start_after": key}``.
+
+Other fields (a newer writer's) are kept as they are; :func:`cursor_problem` is the
+schema the state codec checks every saved cursor against.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
+
+from .config import parse_initial_scan
+
+CURSOR_FIELDS = frozenset(
+    {"strategy", "pending", "after_folder", "discovered_until", "start_after", "initial_scan"}
+)
+
+
+def cursor_problem(cursor: Any) -> str | None:
+    """What makes ``cursor`` (one value of the state's ``cursors``) not a resume cursor,
+    or None when it is one.
+
+    ``strategy`` is required (``folders`` or ``flat``); ``pending`` (an object of folder
+    to start-after key or null), ``after_folder``, ``discovered_until`` and
+    ``start_after`` (string or null)
+    and ``initial_scan`` (a policy ``INITIAL_SCAN`` accepts) are optional; other fields
+    are not checked.
+    """
+    if not isinstance(cursor, dict):
+        return "is not an object"
+    if cursor.get("strategy") not in ("folders", "flat"):
+        return f"has strategy {cursor.get('strategy')!r}, not 'folders' or 'flat'"
+    pending = cursor.get("pending", {})
+    if not isinstance(pending, dict) or not all(
+        v is None or isinstance(v, str) for v in pending.values()
+    ):
+        return "has a pending field that is not an object of folder to string or null"
+    for field in ("after_folder", "discovered_until", "start_after"):
+        value = cursor.get(field)
+        if value is not None and not isinstance(value, str):
+            return f"has a {field} that is not a string or null"
+    if "initial_scan" in cursor:
+        policy = cursor["initial_scan"]
+        problems: list[str] = []
+        if isinstance(policy, str):
+            parse_initial_scan(policy, problems)
+        if not isinstance(policy, str) or problems:
+            return f"has initial_scan {policy!r}, not all, mark-existing or since:<ISO 8601>"
+    return None
 
 
 @dataclasses.dataclass(slots=True)

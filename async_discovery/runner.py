@@ -1,13 +1,17 @@
 """Wires a :class:`~async_discovery.config.Config` to the AWS adapters and the pipeline.
 
 The entry points (Lambda handler, CLI, demo, bench) all call :func:`run_scan`; it
-never raises for an expected failure: it returns the summary with a 500 instead.
+never raises for a failure of the run: an expected one (a :class:`DiscoveryError`) and
+an unexpected one (a bug, or data or a server answer nothing anticipated) both return
+the summary with a 500 instead, the latter with its traceback in the log.
+Cancellation and ``KeyboardInterrupt`` (not ``Exception``) still propagate.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from .aws import S3Lister, S3StateStore, SqsSender, open_clients
@@ -54,12 +58,35 @@ async def run_scan(
             error = await scanner.run()
     except DiscoveryError as exc:
         error = str(exc)
+    except Exception as exc:
+        # Includes an ExceptionGroup from a task group (a BaseExceptionGroup that holds
+        # a cancellation or KeyboardInterrupt is no Exception and propagates).
+        error = unexpected_error(exc)
+        log.exception("scan failed unexpectedly", extra={"event": "scan_crash", "error": error})
     seconds = time.perf_counter() - started
     summary = build_summary(stats, seconds, error=error, dry_run=config.dry_run)
     log.info("scan finished", extra={"event": "scan_summary", **summary})
     if emit_metrics:
         emit_line(emf_record(stats, seconds, status=summary["statusCode"]), metrics_stream)
     return summary
+
+
+def unexpected_error(exc: BaseException) -> str:
+    """The summary's ``error`` for an exception nothing expected: type and message of
+    each underlying exception (exception groups unwrapped)."""
+    leaves = list(_leaves(exc))
+    return "unexpected error: " + "; ".join(
+        str(leaf) if isinstance(leaf, DiscoveryError) else f"{type(leaf).__name__}: {leaf}"
+        for leaf in leaves
+    )
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
 
 
 def config_error_summary(exc: ConfigError, seconds: float = 0.0) -> dict[str, Any]:

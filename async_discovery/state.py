@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
 from .errors import StateBucketMismatch
+from .resume import CURSOR_FIELDS
 
 STATE_VERSION = 1
 STATUSES = frozenset({"queued", "marked"})
@@ -169,7 +170,9 @@ def apply(state: State, changes: StateChanges) -> State:
     """Merge one run's changes into ``state`` (mutated and returned).
 
     Entries outside ``changes.prefix`` are untouched by construction: the run only
-    produces upserts and removals for keys it listed under its prefix.
+    produces upserts and removals for keys it listed under its prefix. A new cursor
+    replaces the prefix's known cursor fields and keeps its unknown ones; ``{}`` drops
+    the whole cursor (the pass it described is finished).
     """
     state.files.update(changes.upserts)
     for key, seen_etag in changes.removed.items():
@@ -178,7 +181,10 @@ def apply(state: State, changes: StateChanges) -> State:
             del state.files[key]
     if changes.cursor is not None:
         if changes.cursor:
-            state.cursors[changes.prefix] = changes.cursor
+            # Fields this version does not know (a newer writer's) outlive the rewrite.
+            old = state.cursors.get(changes.prefix, {})
+            kept = {k: v for k, v in old.items() if k not in CURSOR_FIELDS}
+            state.cursors[changes.prefix] = {**kept, **changes.cursor}
         else:
             state.cursors.pop(changes.prefix, None)
     state.source_bucket = changes.source_bucket

@@ -1,8 +1,9 @@
 """The state object's JSON form, streamed both ways (SPEC "State object").
 
 :class:`StateDecoder` parses the object as its chunks arrive (the raw bytes never exist
-whole), a ``json`` object hook turns each entry into a :class:`~.state.FileEntry` as soon
-as it is parsed, straight into a compact :class:`~.state.Files`. :class:`EncodedBody`
+whole) and turns each entry directly under ``files`` into a :class:`~.state.FileEntry` as
+soon as it is parsed, straight into a compact :class:`~.state.Files`; every other value
+(cursors, unknown fields) is kept exactly as parsed. :class:`EncodedBody`
 writes it back the same way: the encoded bytes are produced as they are sent, never
 whole next to the state.
 """
@@ -12,14 +13,20 @@ from __future__ import annotations
 import codecs
 import io
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import StateCorrupt, StateTooLarge
+from .resume import cursor_problem
 from .state import STATE_VERSION, STATUSES, FileEntry, Files, State
 
-_ENTRY_FIELDS = frozenset({"status", "etag", "size", "folder", "queued_at"})
+# An entry's fields: "status" (queued|marked) and "etag" (string) must be present;
+# "size" (integer, default 0), "folder" and "queued_at" (strings, default "") may be
+# absent; "last_modified" is accepted and dropped. Any other field makes it corrupt.
+_ENTRY_FIELDS = frozenset({"status", "etag", "size", "folder", "queued_at", "last_modified"})
+_MAX_DEPTH = 64  # nesting of a cursor or unknown field's value; deeper is not this schema
 _encode_str = json.encoder.encode_basestring
 _WS = re.compile(r"[ \t\n\r]*")
 _WINDOW = 1 << 20  # bytes of the raw state decoded to text at a time
@@ -52,13 +59,15 @@ class StateDecoder:
     The raw object is never held whole (it is as large as the decoded state, and
     alive next to it: the peak of a run). Each chunk's UTF-8 is decoded and appended to
     the unparsed tail, and every JSON value is parsed with the stdlib scanner (same
-    grammar, same object hook); only the top-level object and ``files`` are walked by
-    hand, as a small state machine that stops where the input ends and resumes on the
-    next chunk. Entries go straight into a compact :class:`Files`.
+    grammar, without NaN/Infinity); only the top-level object and ``files`` are walked
+    by hand, as a small state machine that stops where the input ends and resumes on
+    the next chunk. Entries go straight into a compact :class:`Files`.
 
     Raises :class:`StateCorrupt` (naming the object) from ``feed`` or ``close`` for
     anything that is not JSON of the state schema, :class:`StateTooLarge` once more
-    than ``max_bytes`` were fed.
+    than ``max_bytes`` were fed. A syntax error stops decoding in the ``feed`` that
+    holds it, and so does an entry that is not a file record once ``version`` was read
+    (as this scanner writes it, first); the time stays linear in the object's size.
     """
 
     def __init__(self, *, name: str, max_bytes: int | None = None) -> None:
@@ -77,36 +86,13 @@ class StateDecoder:
         self._files = Files()
         self._bad: str | None = None  # the first entry that is not a file record
         self._value: Any = None  # the document when it is not an object
-        shared: dict[str, str] = {}
-
-        def hook(obj: dict[str, Any]) -> Any:
-            if (
-                "etag" in obj
-                and "status" in obj
-                and obj.keys() <= _ENTRY_FIELDS | {"last_modified"}
-            ):
-                etag, size, folder = obj.get("etag"), obj.get("size", 0), obj.get("folder", "")
-                status, at = obj.get("status"), obj.get("queued_at", "")
-                if (
-                    isinstance(etag, str)
-                    and isinstance(size, int)
-                    and not isinstance(size, bool)
-                    and isinstance(folder, str)
-                    and isinstance(status, str)
-                    and status in STATUSES
-                    and isinstance(at, str)
-                ):
-                    return FileEntry(
-                        etag,
-                        size,
-                        shared.setdefault(folder, folder),
-                        shared.setdefault(at, at),
-                        shared.setdefault(status, status),
-                    )
-            return obj
-
-        self._hook = hook
-        self._json = json.JSONDecoder(object_hook=hook)
+        self._shared: dict[str, str] = {}
+        # Text received but not yet appended to _text: appending it per chunk would copy
+        # the unparsed tail each time (quadratic behind a value that spans many chunks).
+        self._queued: list[str] = []
+        self._queued_len = 0
+        self._need = 0  # parse again once the unparsed text is at least this long
+        self._json = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
     # -- input ----------------------------------------------------------------------
 
@@ -135,11 +121,17 @@ class StateDecoder:
             if self._utf8 is None and self._whole is None:
                 self._choose()
             if self._whole is not None:
-                doc = json.loads(bytes(self._whole), object_hook=self._hook)
+                try:
+                    doc = json.loads(
+                        bytes(self._whole),
+                        parse_constant=_reject_constant,
+                        parse_float=_finite_float,
+                    )
+                except RecursionError:
+                    raise ValueError("values nested too deep") from None
                 self._whole = None
                 if isinstance(doc, dict) and isinstance(doc.get("files"), dict):
-                    files = doc["files"]
-                    for key, entry in files.items():
+                    for key, entry in doc["files"].items():
                         self._add(key, entry)
                     doc["files"] = self._files
                 return self._state(doc)
@@ -159,8 +151,13 @@ class StateDecoder:
             self._whole = bytearray(head)
 
     def _append(self, text: str) -> None:
-        self._text = self._text[self._pos :] + text
-        self._pos = 0
+        self._queued.append(text)
+        self._queued_len += len(text)
+        if not self._final and len(self._text) - self._pos + self._queued_len < self._need:
+            return  # a value known to run past the input so far: wait for more of it
+        self._text = self._text[self._pos :] + "".join(self._queued)
+        self._queued.clear()
+        self._queued_len = self._pos = self._need = 0
         while self._step() is not _MORE:
             pass
         if self._final and self._step != self._end and self._step != self._done:
@@ -183,17 +180,29 @@ class StateDecoder:
         return char
 
     def _parse_value(self) -> Any:
-        """One JSON value, or _MORE when it may run past the input so far."""
+        """One JSON value, or _MORE when it may run past the input so far.
+
+        A syntax error before the end of the input so far is reported at once. A value
+        cut by the end is parsed again only once the unparsed text has doubled, so a
+        value spanning many chunks costs linear time, not a parse per chunk.
+        """
         if self._peek() is None:
             return _MORE
         try:
             obj, end = self._json.raw_decode(self._text, self._pos)
-        except json.JSONDecodeError:
-            if self._final:
+        except json.JSONDecodeError as exc:
+            # Input ending inside a value is reported at the start of an unterminated
+            # string, or within a few characters of the end ("tru", "-", "\u12").
+            cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self._text) - 6
+            if self._final or not cut:
                 raise
+            self._need = 2 * (len(self._text) - self._pos)
             return _MORE
+        except RecursionError:
+            raise ValueError(f"values nested too deep near byte {self.received}") from None
         # A number (or anything) touching the end of the text may continue past it.
         if end >= len(self._text) and not self._final:
+            self._need = 2 * (len(self._text) - self._pos)
             return _MORE
         self._pos = end
         return obj
@@ -323,11 +332,45 @@ class StateDecoder:
         """After a bare (non-object) document: only whitespace may follow."""
         return self._end()
 
-    def _add(self, key: str, entry: Any) -> None:
-        if isinstance(entry, FileEntry):
-            self._files[key] = entry
-        elif self._bad is None:
+    def _add(self, key: str, obj: Any) -> None:
+        """Record one value found directly under ``files``."""
+        if (
+            isinstance(obj, dict)
+            and "etag" in obj
+            and "status" in obj
+            and obj.keys() <= _ENTRY_FIELDS
+        ):
+            etag, size, folder = obj["etag"], obj.get("size", 0), obj.get("folder", "")
+            status, at = obj["status"], obj.get("queued_at", "")
+            if (
+                isinstance(etag, str)
+                and type(size) is int
+                and isinstance(folder, str)
+                and isinstance(status, str)
+                and status in STATUSES
+                and isinstance(at, str)
+            ):
+                shared = self._shared
+                self._files[key] = FileEntry(
+                    etag,
+                    size,
+                    shared.setdefault(folder, folder),
+                    shared.setdefault(at, at),
+                    shared.setdefault(status, status),
+                )
+                return
+        if _is_version(self._doc.get("version", None)):
+            # The version is known good: stop here rather than parse the rest.
+            raise StateCorrupt(self._bad_entry(key))
+        if self._bad is None:
             self._bad = key  # reported after the version check, as a whole parse would
+
+    def _bad_entry(self, key: str) -> str:
+        return (
+            f"state object {self.name}: entry {key!r} is not a file record (status "
+            "queued|marked and etag string required; size integer, folder, queued_at "
+            "strings optional)"
+        )
 
     # -- the schema -----------------------------------------------------------------
 
@@ -336,7 +379,7 @@ class StateDecoder:
         if not isinstance(doc, dict):
             raise StateCorrupt(f"state object {name} is not a JSON object")
         version = doc.get("version")
-        if version != STATE_VERSION or isinstance(version, bool):
+        if not _is_version(version):
             raise StateCorrupt(
                 f"state object {name} has version {version!r}; this scanner reads version 1"
             )
@@ -344,10 +387,7 @@ class StateDecoder:
         if not isinstance(files, Files):
             raise StateCorrupt(f"state object {name} has no 'files' object")
         if self._bad is not None:
-            raise StateCorrupt(
-                f"state object {name}: entry {self._bad!r} is not a file record "
-                "(status queued|marked, etag string, size integer, folder, queued_at)"
-            )
+            raise StateCorrupt(self._bad_entry(self._bad))
         updated_at = doc.get("updated_at")
         if updated_at is not None and not isinstance(updated_at, str):
             raise StateCorrupt(f"state object {name}: updated_at is not a string")
@@ -355,10 +395,18 @@ class StateDecoder:
         if source is not None and not isinstance(source, str):
             raise StateCorrupt(f"state object {name}: source_bucket is not a string")
         cursors = doc.get("cursors", {})
-        if not isinstance(cursors, dict) or not all(isinstance(v, dict) for v in cursors.values()):
+        if not isinstance(cursors, dict):
             raise StateCorrupt(f"state object {name}: cursors is not an object of objects")
+        for prefix, cursor in cursors.items():
+            problem = cursor_problem(cursor)
+            if problem is not None:
+                raise StateCorrupt(f"state object {name}: the cursor of {prefix!r} {problem}")
         known = {"version", "files", "updated_at", "source_bucket", "cursors"}
         extra = {k: v for k, v in doc.items() if k not in known}
+        if _too_deep([cursors, extra], _MAX_DEPTH + 2):
+            raise StateCorrupt(
+                f"state object {name}: a cursor or field nests deeper than {_MAX_DEPTH} levels"
+            )
         return State(
             files=files,
             source_bucket=source,
@@ -366,6 +414,39 @@ class StateDecoder:
             cursors=cursors,
             extra=extra,
         )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; one too large for a float (1e400)
+    would be written back as ``Infinity``, which is not JSON."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _is_version(value: Any) -> bool:
+    """The version this scanner reads: the integer 1 (not 1.0, true or "1")."""
+    return type(value) is int and value == STATE_VERSION
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects or arrays deeper than ``limit`` (iteratively)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item)
+    return False
 
 
 def _entry_json(key: str, entry: FileEntry) -> str:

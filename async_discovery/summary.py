@@ -26,6 +26,10 @@ class RunStats:
     new: int = 0
     updated: int = 0
     folder_errors: int = 0
+    # Files left unsent and unrecorded because the state reached STATE_MAX_BYTES.
+    held_back: int = 0
+    # The state object's size in bytes: as loaded, then as written.
+    state_bytes: int = 0
     ignored: Counter[str] = dataclasses.field(default_factory=Counter)
     api_calls: Counter[str] = dataclasses.field(default_factory=Counter)
     truncated: bool = False
@@ -41,7 +45,7 @@ def status_code(stats: RunStats, error: str | None) -> int:
     """200 when complete and clean, 207 when some files or folders failed, 500 on error."""
     if error is not None:
         return FAILED
-    if stats.errors or stats.folder_errors:
+    if stats.errors or stats.folder_errors or stats.held_back:
         return PARTIAL
     return OK
 
@@ -65,10 +69,18 @@ def build_summary(
         "marked": stats.marked,
         "pruned": stats.pruned,
         "folder_errors": stats.folder_errors,
+        "held_back": stats.held_back,
+        "state_bytes": stats.state_bytes,
         "truncated": stats.truncated,
         "dry_run": dry_run,
         "api_calls": dict(sorted(stats.api_calls.items())),
     }
+    if error is None and stats.held_back:
+        error = (
+            f"the state reached STATE_MAX_BYTES: {stats.held_back} new or updated files were "
+            "not sent (the next run finds them again); raise STATE_MAX_BYTES or split the "
+            "state (a separate S3_STATE_KEY per prefix)"
+        )
     if error is not None:
         summary["error"] = error
     return summary

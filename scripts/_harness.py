@@ -21,7 +21,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import cProfile
+
+    from types_boto3_s3 import S3Client
+    from types_boto3_sqs import SQSClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUCKET = "measure"
@@ -61,7 +67,7 @@ def serve(port: int, layout: list[list[Any]]) -> None:
     """Seed moto's S3 backend with ``layout`` ([[prefix, csv, junk], ...]) and serve."""
     import logging
 
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
     from moto.server import ThreadedMotoServer
 
@@ -105,10 +111,16 @@ def seeded_moto(layout: list[list[Any]]) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def boto(endpoint: str, service: str) -> Any:
+def s3_client(endpoint: str) -> S3Client:
     import boto3
 
-    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1")
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def sqs_client(endpoint: str) -> SQSClient:
+    import boto3
+
+    return boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
 
 
 def run_client(config: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
@@ -134,7 +146,7 @@ def client(config_json: str, profile: str | None) -> None:
     kwargs["skip_folders"] = frozenset(kwargs.get("skip_folders", ()))
     config = Config(**kwargs)
     base_kib = peak_rss_kib()
-    profiler: Any = None
+    profiler: cProfile.Profile | None = None
     if profile:
         import cProfile
 
@@ -145,7 +157,7 @@ def client(config_json: str, profile: str | None) -> None:
     summary = anyio.run(lambda: run_scan(config, emit_metrics=False))
     wall = time.perf_counter() - wall
     after = resource.getrusage(resource.RUSAGE_SELF)
-    if profiler is not None:
+    if profile and profiler is not None:
         import pstats
 
         profiler.disable()

@@ -13,7 +13,8 @@ What it does, in order:
    --implementation cp``, pinned by ``constraints.txt`` (so the zip holds the very
    versions CI tested, and wheels for the Lambda OS and CPU, whatever the build host);
 3. removes what the runtime never loads: ``__pycache__``, ``*.pyc``, type stubs,
-   ``tests`` folders, console scripts, C sources, ``dist-info/RECORD``; and, unless
+   ``tests`` folders, console scripts, C sources, ``dist-info/RECORD``, the package's dev
+   tooling (``async_discovery.bench``, ``async_discovery.testing``); and, unless
    ``--full-botocore``, the botocore API models of services the scanner never calls
    (it needs s3 and sqs; sts/sso/sso-oidc are kept for the credential chain);
 4. when the build interpreter is the target Python version (``--compile``, the default
@@ -125,6 +126,10 @@ def install(wheel: Path, target: Path, arch: str, python: str, constraints: Path
     run(cmd)
 
 
+# Parts of the package that only the benchmark and the tests use.
+DEV_TOOLING = ("async_discovery/bench", "async_discovery/testing")
+
+
 def _strippable(path: Path) -> bool:
     if path.is_dir():
         return path.name in _STRIP_DIRS
@@ -147,6 +152,8 @@ def prune(target: Path, *, full_botocore: bool) -> int:
             path.unlink()
 
     drop(target / "bin")  # console scripts: nothing on Lambda runs them
+    for tooling in DEV_TOOLING:  # the bench and the test servers: never imported by a run
+        drop(target / tooling)
     for path in sorted(target.rglob("*"), reverse=True):
         if not path.exists():
             continue

@@ -20,7 +20,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _harness import BUCKET, boto, object_keys, run_client, seeded_moto, state_bytes
+from _harness import (
+    BUCKET,
+    object_keys,
+    run_client,
+    s3_client,
+    seeded_moto,
+    sqs_client,
+    state_bytes,
+)
 
 STATE_KEY = "state/processed_files.json"
 
@@ -34,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.objects
     with seeded_moto([["c/", n, 0]]) as endpoint:
-        s3, sqs = boto(endpoint, "s3"), boto(endpoint, "sqs")
+        s3, sqs = s3_client(endpoint), sqs_client(endpoint)
         config = {
             "source_bucket": BUCKET,
             "state_bucket": BUCKET,

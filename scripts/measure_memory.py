@@ -17,16 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _harness import (
     BUCKET,
     FOLDERS,
-    boto,
     object_keys,
     run_client,
+    s3_client,
     seeded_moto,
+    sqs_client,
     state_bytes,
 )
 
@@ -47,10 +49,10 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.state.split(",")]
     listed = [int(s) for s in args.listed.split(",")]
-    layout = [["s/", max(sizes), 0]] + [[f"l{n}/", 5000, n - 5000] for n in listed]
+    layout: list[list[Any]] = [["s/", max(sizes), 0]] + [[f"l{n}/", 5000, n - 5000] for n in listed]
     print(f"seeding moto with {sum(c + j for _, c, j in layout)} objects ...", flush=True)
     with seeded_moto(layout) as endpoint:
-        s3, sqs = boto(endpoint, "s3"), boto(endpoint, "sqs")
+        s3, sqs = s3_client(endpoint), sqs_client(endpoint)
         base = {
             "source_bucket": BUCKET,
             "state_bucket": BUCKET,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 
 import pytest
 
@@ -16,6 +17,7 @@ from async_discovery.testing.fault_proxy import FaultProxy, ThreadedFaultProxy
 from async_discovery.testing.moto_server import threaded_moto_server, use_fake_credentials
 
 from .helpers import MotoEnv
+from .seaweedfs import SeaweedFSUnavailable, seaweedfs_server
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +69,21 @@ def threaded_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
     """A fault proxy on its own thread and loop, for sync tests that call ``anyio.run``."""
     with ThreadedFaultProxy(moto_endpoint, record=True) as p:
         yield p
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_endpoint() -> Iterator[str]:
+    """S3 endpoint URL of a SeaweedFS server (``weed mini``) started for this session on
+    127.0.0.1. Sign requests with ``seaweedfs.SEAWEEDFS_CREDENTIALS`` and no session token
+    (``seaweedfs.s3_client(url)`` does; ``seaweedfs.split_env`` points code under test at
+    it, SQS staying on moto). A missing ``weed`` binary fails, never skips."""
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(seaweedfs_server())
+        except SeaweedFSUnavailable as exc:
+            problem = str(exc)
+        else:
+            problem = ""
+        if problem:
+            pytest.fail(problem, pytrace=False)
+        yield url

@@ -8,13 +8,17 @@ import json
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config as BotoConfig
 
 from async_discovery.config import DEFAULT_STATE_KEY, Config
 from async_discovery.runner import run_scan
+
+if TYPE_CHECKING:
+    from types_boto3_sqs.literals import QueueAttributeNameType
+    from types_boto3_sqs.type_defs import MessageTypeDef
 
 _counter = itertools.count()
 
@@ -40,7 +44,7 @@ class MotoEnv:
 
     def new_queue(self, fifo: bool = False) -> str:
         name = unique("q") + (".fifo" if fifo else "")
-        attrs = {"VisibilityTimeout": "600"}
+        attrs: dict[QueueAttributeNameType, str] = {"VisibilityTimeout": "600"}
         if fifo:
             attrs["FifoQueue"] = "true"
         return str(self.sqs.create_queue(QueueName=name, Attributes=attrs)["QueueUrl"])
@@ -57,9 +61,9 @@ class MotoEnv:
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(functools.partial(self.put, bucket, body=body), keys))
 
-    def receive_all(self, queue_url: str, attributes: bool = False) -> list[dict[str, Any]]:
+    def receive_all(self, queue_url: str, attributes: bool = False) -> list[MessageTypeDef]:
         """Drain the queue: every message (not deleted; hidden for 10 minutes)."""
-        out: list[dict[str, Any]] = []
+        out: list[MessageTypeDef] = []
         while True:
             resp = self.sqs.receive_message(
                 QueueUrl=queue_url,
@@ -120,7 +124,7 @@ class QueueDrainer:
             region_name="us-east-1",
             config=BotoConfig(max_pool_connections=threads),
         )
-        self.messages: list[dict[str, Any]] = []
+        self.messages: list[MessageTypeDef] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 

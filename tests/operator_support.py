@@ -1,5 +1,6 @@
-"""Helpers for the operator-feature tests (issue 6): deterministic deadlines, a scanner
-wired to the real AWS adapters with an injectable clock, and resume loops.
+"""Helpers for the operator-feature tests (first-run policy, settle time, pruning,
+resumable scans, explain): deterministic deadlines, a scanner wired to the real AWS
+adapters with an injectable clock, and resume loops.
 
 Everything here talks to the session's moto server; nothing fakes S3 or SQS.
 """
@@ -16,6 +17,7 @@ from async_discovery.aws import S3Lister, S3StateStore, SqsSender, open_clients
 from async_discovery.config import Config
 from async_discovery.deadline import Deadline
 from async_discovery.pipeline import Explain, Scanner
+from async_discovery.ports import Lister, Sender
 from async_discovery.summary import RunStats, build_summary
 
 from .helpers import MotoEnv, scan
@@ -75,14 +77,21 @@ async def run_scanner(
     *,
     clock: Callable[[], datetime] | None = None,
     explain: Explain | None = None,
+    wrap_lister: Callable[[Lister], Lister] | None = None,
+    wrap_sender: Callable[[Sender], Sender] | None = None,
 ) -> dict[str, Any]:
-    """Like the runner, but with an injectable clock (settle-time tests)."""
+    """Like the runner, but with an injectable clock (settle-time tests), and the real
+    lister and sender optionally wrapped (to act at a chosen point of the run)."""
     stats = RunStats()
     async with open_clients(config, stats.api_calls) as clients:
-        lister = S3Lister(clients.s3, config.source_bucket, page_size=config.list_page_size)
-        sender = None
+        lister: Lister = S3Lister(clients.s3, config.source_bucket, page_size=config.list_page_size)
+        if wrap_lister is not None:
+            lister = wrap_lister(lister)
+        sender: Sender | None = None
         if not config.dry_run and config.queue_url:
             sender = SqsSender(clients.sqs, config.queue_url)
+            if wrap_sender is not None:
+                sender = wrap_sender(sender)
         store = S3StateStore(
             clients.s3, config.state_bucket, config.state_key, config.state_max_bytes
         )

@@ -222,13 +222,16 @@ def test_log_level_before_or_after_the_subcommand(
     assert logger.level == logging.WARNING
 
 
-def test_invalid_log_level_variable(
+def test_invalid_log_level_variable_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("LOG_LEVEL", "chatty")
-    assert main(["iam-policy"]) == 2
+    assert main(["iam-policy", "--bucket", "b-ucket", "--queue-url", "http://h/1/q"]) == 1
     err = capsys.readouterr().err
-    assert "LOG_LEVEL = 'CHATTY'" in err and "DEBUG, INFO, WARNING, ERROR" in err
+    assert err == (
+        "async-discovery iam-policy: LOG_LEVEL (--log-level) = 'chatty': unknown log level; "
+        "expected DEBUG, INFO, WARNING, ERROR\n"
+    )
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -247,7 +250,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     subs = _subcommands(build_parser())
-    assert set(subs) == {"scan", "demo", "seed", "iam-policy", "bench"}
+    assert set(subs) == {"scan", "demo", "seed", "iam-policy", "bench", "doctor"}
     for name in subs:
         with pytest.raises(SystemExit) as info:
             main([name, "--help"])

@@ -1,4 +1,4 @@
-"""``scan --dry-run --explain`` (issue 6, item 6) against a moto server.
+"""``scan --dry-run --explain`` against a moto server.
 
 The CLI runs in a subprocess (as an operator runs it, piping stdout into jq): every
 stdout line is one JSON object; one per object, then the per-reason counts, then the
@@ -136,6 +136,7 @@ async def test_explain_needs_dry_run(env: MotoEnv, bucket: str, queue_url: str) 
 
 async def test_explain_shows_marking_and_deferral(env: MotoEnv, bucket: str) -> None:
     env.put(bucket, "incoming/a/1.csv")
+    await anyio.sleep(1.1)  # older than the second the pass starts in (LastModified)
     lines: list[dict[str, Any]] = []
     marked = env.config(
         bucket, None, dry_run=True, initial_scan=parse_initial_scan("mark-existing", [])

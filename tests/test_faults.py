@@ -1,4 +1,4 @@
-"""Nothing lost, nothing doubled: the delivery promise under injected faults (issue 3).
+"""Nothing lost, nothing doubled: the delivery promise under injected faults.
 
 Every test runs the real scanner (aiobotocore) through the fault proxy in front of moto,
 then checks the real outcome: messages drained from the queue, the state object read

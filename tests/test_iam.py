@@ -10,7 +10,15 @@ import pytest
 
 from async_discovery.cli import main
 from async_discovery.config import Config
-from async_discovery.iam import build_policy, queue_arn
+from async_discovery.iam import (
+    SID_LIST_SOURCE,
+    SID_PROBE,
+    SID_STATE,
+    build_policy,
+    grant,
+    probe_key,
+    queue_arn,
+)
 from async_discovery.testing.fault_proxy import FaultProxy, Rule, S3Error
 
 from .helpers import MotoEnv, scan
@@ -147,6 +155,66 @@ def test_policy_partition_follows_the_queue_region() -> None:
         ).document
     )
     assert st["ListSourcePrefix"]["Resource"] == "arn:aws-cn:s3:::src-bucket"
+
+
+def test_doctor_policy_adds_only_the_probe_object_and_queue_attributes() -> None:
+    config = cfg(state_key="st*ate.json")
+    plain = build_policy(config).document["Statement"]
+    doctor = build_policy(config, doctor=True).document["Statement"]
+    # The scan's grants first, unchanged; the doctor's on top.
+    assert doctor[: len(plain)] == plain
+    assert doctor[len(plain) :] == [
+        {
+            "Sid": "DoctorProbeObject",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:DeleteObject"],
+            "Resource": "arn:aws:s3:::src-bucket/st${*}ate.json.doctor-probe",
+        },
+        {
+            "Sid": "DoctorQueueAttributes",
+            "Effect": "Allow",
+            "Action": "sqs:GetQueueAttributes",
+            "Resource": "arn:aws:sqs:eu-west-1:123456789012:jobs",
+        },
+    ]
+    # The least-privilege policy deletes nothing and reads no queue attributes.
+    assert "DeleteObject" not in json.dumps(plain) and "GetQueueAttributes" not in json.dumps(plain)
+    assert probe_key("state/processed_files.json") == "state/processed_files.json.doctor-probe"
+
+
+def test_grant_words_one_action_of_a_statement() -> None:
+    policy = build_policy(cfg(), doctor=True)
+    assert grant(policy, SID_STATE, "s3:GetObject") == (
+        "s3:GetObject on arn:aws:s3:::src-bucket/state/processed_files.json"
+    )
+    assert grant(policy, SID_PROBE) == (
+        "s3:PutObject, s3:DeleteObject on "
+        "arn:aws:s3:::src-bucket/state/processed_files.json.doctor-probe"
+    )
+    assert grant(policy, SID_LIST_SOURCE) == (
+        "s3:ListBucket on arn:aws:s3:::src-bucket with s3:prefix incoming/* or "
+        "state/processed_files.json"
+    )
+    with pytest.raises(KeyError):
+        grant(build_policy(cfg()), SID_PROBE)
+
+
+def test_cli_policy_doctor_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("S3_SOURCE_BUCKET", "env-bucket")
+    monkeypatch.setenv("SQS_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/123456789012/q")
+    monkeypatch.delenv("S3_STATE_KEY", raising=False)
+    monkeypatch.delenv("S3_STATE_BUCKET", raising=False)
+    assert main(["iam-policy"]) == 0
+    plain = statements(json.loads(capsys.readouterr().out))
+    assert main(["iam-policy", "--doctor"]) == 0
+    doctor = statements(json.loads(capsys.readouterr().out))
+    assert set(doctor) - set(plain) == {"DoctorProbeObject", "DoctorQueueAttributes"}
+    assert doctor["DoctorProbeObject"]["Resource"] == (
+        "arn:aws:s3:::env-bucket/state/processed_files.json.doctor-probe"
+    )
+    assert doctor["DoctorQueueAttributes"]["Resource"] == "arn:aws:sqs:eu-west-1:123456789012:q"
 
 
 def test_cli_prints_policy_for_flags_and_env(

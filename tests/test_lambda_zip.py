@@ -122,10 +122,14 @@ def lambda_env(task: Path, **extra: str) -> dict[str, str]:
 
 
 def test_zip_layout(lambda_zip: Path) -> None:
-    """The handler module is at the zip's root; dev tooling and the build script are not."""
+    """The handler module is at the zip's root; test and bench tooling, dev packages and
+    the build script are not."""
     names = zipfile.ZipFile(lambda_zip).namelist()
     tops = {n.split("/", 1)[0] for n in names}
     assert "async_discovery/handler.py" in names
+    assert not [
+        n for n in names if n.startswith(("async_discovery/bench/", "async_discovery/testing/"))
+    ]
     assert {"aiobotocore", "botocore", "anyio", "aiohttp"} <= tops
     assert not tops & {"moto", "boto3", "s3transfer", "pytest", "mypy", "bin", "scripts"}
     assert not [n for n in names if n.endswith(("/RECORD", ".pyi"))]

@@ -1,5 +1,5 @@
-"""Issue 6 against a moto server: first-run policy, settle time, pruning, the source
-bucket binding, the ``id`` message attribute and reading older state objects.
+"""Operator features against a moto server: first-run policy, settle time, pruning, the
+source bucket binding, the ``id`` message attribute and reading older state objects.
 
 Resumable scans are in ``test_resume.py``, explain/dry-run in ``test_explain.py``.
 """
@@ -40,6 +40,7 @@ async def test_mark_existing_sends_nothing_then_exactly_the_new_file(
 ) -> None:
     for key in ("incoming/a/1.csv", "incoming/a/2.csv", "incoming/b/3.csv"):
         env.put(bucket, key)
+    await anyio.sleep(1.1)  # older than the second the pass starts in (LastModified)
     config = env.config(bucket, queue_url, initial_scan=MARK)
 
     first = await scan(config)
@@ -145,6 +146,7 @@ async def test_mark_existing_dry_run_writes_nothing(
     env: MotoEnv, bucket: str, queue_url: str
 ) -> None:
     env.put(bucket, "incoming/a/1.csv")
+    await anyio.sleep(1.1)  # older than the second the pass starts in (LastModified)
     summary = await scan(env.config(bucket, None, initial_scan=MARK, dry_run=True))
     assert (summary["statusCode"], summary["queued"], summary["marked"]) == (200, 0, 1)
     assert env.state(bucket) is None

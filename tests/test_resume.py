@@ -1,4 +1,4 @@
-"""Resumable scans (issue 6, item 5) against a moto server.
+"""Resumable scans against a moto server.
 
 A deadline that expires once N candidates were considered truncates every run at a
 deterministic point; small pages (``LIST_PAGE_SIZE``) make a few hundred files span many

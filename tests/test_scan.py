@@ -1,4 +1,4 @@
-"""End-to-end scans against the moto server: every behaviour a user sees (issue 2)."""
+"""End-to-end scans against the moto server: every behaviour a user sees."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
@@ -84,17 +84,20 @@ async def open_clients(
 def parse_timestamp(value: Any) -> datetime:
     """A response timestamp: ISO 8601 (what S3 lists) natively, else botocore's parser.
 
-    Gives what botocore's default gives for ISO 8601: aware when the text has an offset
-    or ``Z`` (S3 always sends ``Z``), naive otherwise.
+    Always aware: a timestamp without a zone (some S3-compatible stores omit the ``Z``
+    S3 sends) is taken as UTC, as S3 means it, so comparing it with an aware instant
+    (``MIN_OBJECT_AGE_SECONDS``, ``INITIAL_SCAN=since:``) works. botocore's own parser
+    would give a naive datetime there.
     """
+    moment: datetime
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            pass
-        else:
-            return moment
-    return botocore_parse_timestamp(value)
+            moment = botocore_parse_timestamp(value)
+    else:
+        moment = botocore_parse_timestamp(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def count_calls(client: Any, counter: Counter[str]) -> None:

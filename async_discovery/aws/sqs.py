@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..config import is_fifo_queue
 from ..errors import QueueError
 from ..messages import MAX_BATCH, batch_entries
 from ..models import Outgoing
@@ -32,7 +33,7 @@ class SqsSender:
     def __init__(self, client: SQSClient, queue_url: str) -> None:
         self.client = client
         self.queue_url = queue_url
-        self.fifo = queue_url.endswith(".fifo")
+        self.fifo = is_fifo_queue(queue_url)
 
     async def send_batch(self, batch: Sequence[Outgoing]) -> BatchResult:
         """Send up to ten messages; sort entries into accepted, retryable and rejected.

@@ -87,6 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "reps": args.reps,
             "sequential_reps": min(args.sequential_reps, args.reps),
             "floor_concurrency": args.floor_concurrency,
+            "fifo": args.fifo,
             "tuning": tuning,
             "moto_patch": not args.stock_moto and not args.endpoint_url,
             "machine": _machine(),
@@ -94,7 +95,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     }
     scenarios = [s for s in args.scenarios.split(",") if s]
     with _servers(args) as servers:
-        bench = Bench(servers, progress, tuning)
+        bench = Bench(servers, progress, tuning, fifo=args.fifo)
         try:
             if scenarios:
                 doc["scenarios"] = run_scenarios(

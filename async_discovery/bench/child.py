@@ -1,6 +1,6 @@
 """``python -m async_discovery.bench.child SPEC_JSON``: one measured run, in a fresh process.
 
-Each measured run gets a process of its own so its peak RSS (``ru_maxrss``) is its own
+Each measured run gets a process of its own so its peak RSS (``VmHWM``) is its own
 and not the high-water mark of an earlier, bigger run. Everything is imported and built
 before the clock starts; the run's wall time, CPU time (``time.process_time``: every
 thread of this process) and peak RSS (``VmHWM``, see :func:`peak_rss_kib`) go to stdout as
@@ -121,6 +121,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             new=int(spec["new"]),
             state_body=state_body,
             concurrency=int(spec.get("concurrency", 16)),
+            groups=int(spec.get("groups", 1)),
         )
         baseline = peak_rss_kib()
         cpu0, t0 = time.process_time(), time.perf_counter()

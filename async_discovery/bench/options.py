@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="cold,warm,incremental",
         help="comma-separated: cold, warm, incremental (default all; empty = none)",
     )
+    add(
+        "--fifo",
+        action="store_true",
+        help="send to FIFO queues (one message group per folder); the scanner's order "
+        "within each group is checked against the listing order",
+    )
     add("--endpoint-url", default=None, help="use this S3/SQS endpoint instead of starting moto")
     add("--json", action="store_true", help="one JSON document on stdout")
     add("--no-progress", action="store_true", help="no progress line on stderr")

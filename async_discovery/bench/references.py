@@ -37,7 +37,7 @@ def sequential(
     skip: frozenset[str],
 ) -> dict[str, Any]:
     """One run of the sequential design; returns counters and API calls."""
-    import boto3  # type: ignore[import-untyped]
+    import boto3
     from botocore.config import Config as BotoConfig
 
     cfg = BotoConfig(retries={"mode": "standard", "total_max_attempts": 5})
@@ -123,6 +123,7 @@ class Floor:
         new: int,
         state_body: bytes | None,
         concurrency: int = 16,
+        groups: int = 1,
     ) -> None:
         self.endpoint, self.bucket, self.prefix = endpoint, bucket, prefix
         self.queue_url, self.state_key, self.skip = queue_url, state_key, skip
@@ -130,6 +131,13 @@ class Floor:
             [{"Id": str(i), "MessageBody": _SAMPLE_BODY} for i in range(min(10, new - b * 10))]
             for b in range(math.ceil(new / 10))
         ]
+        if queue_url.endswith(".fifo"):
+            # FIFO: one group per batch index modulo the folder count, no order kept
+            # (the floor sends as fast as it can; the scanner keeps each group's order).
+            for b, batch in enumerate(self.batches):
+                for i, entry in enumerate(batch):
+                    entry["MessageGroupId"] = f"g{b % max(groups, 1)}"
+                    entry["MessageDeduplicationId"] = f"{b}-{i}"
         self.state_body = state_body if new else None
         self.concurrency = concurrency
         self.calls: Counter[str] = Counter()

@@ -48,6 +48,7 @@ def scenario_table(doc: dict[str, Any]) -> str:
         f"async-discovery bench: {setup['files']} files in {setup['folders']} folders "
         f"(+{setup['junk_objects']} junk), latency {setup['latency_ms']} ms, "
         f"reps {setup['reps']}; tuning {setup['tuning']}"
+        + ("; FIFO queues" if setup.get("fifo") else "")
     )
     head = (
         f"{'scenario':12} {'run':11} {'wall s (median [min-max])':27} {'obj/s':>8} "
@@ -70,6 +71,10 @@ def scenario_table(doc: dict[str, Any]) -> str:
                 f"{r['peak_rss_mb']['median']:11.0f} {server:10.2f}  {_calls(r['api_calls'])}"
             )
         ratio = f"  -> scanner / floor = {sc['ratio_to_floor']:.2f}x"
+        if "fifo_order_ok" in sc["scanner"]:
+            ratio += (
+                f"; FIFO order per group: {'ok' if sc['scanner']['fifo_order_ok'] else 'BROKEN'}"
+            )
         if "speedup_vs_sequential" in sc:
             ratio += f"; sequential / scanner = {sc['speedup_vs_sequential']:.1f}x"
         mins = sc["api_minimum"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import statistics
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
-import boto3  # type: ignore[import-untyped]
+import boto3
 
 from .seed import BODY_V1, BODY_V2, PREFIX, Layout, extra_junk, put_objects, state_bytes
 from .servers import cpu_seconds
@@ -66,8 +67,16 @@ def summarise(values: Sequence[float]) -> dict[str, float]:
 class Bench:
     """Seeds one bucket and runs measured child processes against it."""
 
-    def __init__(self, servers: Servers, say: Say, tuning: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        servers: Servers,
+        say: Say,
+        tuning: dict[str, Any] | None = None,
+        *,
+        fifo: bool = False,
+    ) -> None:
         self.servers = servers
+        self.fifo = fifo
         self.say = say
         self.tuning = dict(tuning or {})
         kw: dict[str, Any] = {"endpoint_url": servers.direct, "region_name": "us-east-1"}
@@ -120,7 +129,14 @@ class Bench:
 
     def measure(self, kind: str, bucket: str, **extra: Any) -> dict[str, Any]:
         """One measured run of ``kind`` in a child process, into a fresh queue."""
-        queue_url = self.sqs.create_queue(QueueName=f"bench-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+        name = f"bench-{uuid.uuid4().hex[:12]}"
+        if self.fifo:
+            queue = self.sqs.create_queue(
+                QueueName=name + ".fifo", Attributes={"FifoQueue": "true"}
+            )
+        else:
+            queue = self.sqs.create_queue(QueueName=name)
+        queue_url = queue["QueueUrl"]
         spec: dict[str, Any] = {
             "kind": kind,
             "endpoint": self.servers.endpoint,
@@ -149,8 +165,31 @@ class Bench:
             result["server_cpu_s"] = cpu_seconds(self.servers.server_pid) - server0
         if self.servers.proxy_pid:
             result["proxy_cpu_s"] = cpu_seconds(self.servers.proxy_pid) - proxy0
+        if self.fifo and kind == "scanner":
+            result["fifo_order_ok"] = self._group_order_ok(queue_url)
         self.sqs.delete_queue(QueueUrl=queue_url)
         return result
+
+    def _group_order_ok(self, queue_url: str) -> bool:
+        """Drain a FIFO queue: is every message group's key sequence ascending (the
+        listing order of its folder)?"""
+        keys: dict[str, list[str]] = {}
+        while True:
+            msgs = self.sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
+            ).get("Messages", [])
+            if not msgs:
+                break
+            for msg in msgs:
+                group = msg["Attributes"]["MessageGroupId"]
+                keys.setdefault(group, []).append(json.loads(msg["Body"])["key"])
+            self.sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)
+                ],
+            )
+        return bool(keys) and all(seq == sorted(seq) for seq in keys.values())
 
 
 def _json(doc: Any) -> str:
@@ -167,8 +206,11 @@ def _loads(text: str) -> dict[str, Any]:
 
 
 def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Median/min/max over repetitions of one kind in one scenario."""
-    first = runs[-1]
+    """Median/min/max over repetitions of one kind in one scenario.
+
+    Counts (listed, queued, API calls) are the same in every repetition, which starts
+    from the same state: they are read from the last one."""
+    last = runs[-1]
     wall = summarise([r["wall_s"] for r in runs])
     med = wall["median"]
     out: dict[str, Any] = {
@@ -176,17 +218,19 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "wall_s": wall,
         "cpu_s": summarise([r["cpu_s"] for r in runs]),
         "peak_rss_mb": summarise([r["peak_rss_kb"] / 1024 for r in runs]),
-        "listed": first["listed"],
-        "queued": first["queued"],
-        "files_per_s": (first["listed"] / med) if med else 0.0,
-        "messages_per_s": (first["queued"] / med) if med else 0.0,
-        "api_calls": dict(sorted(first["api_calls"].items())),
+        "listed": last["listed"],
+        "queued": last["queued"],
+        "files_per_s": (last["listed"] / med) if med else 0.0,
+        "messages_per_s": (last["queued"] / med) if med else 0.0,
+        "api_calls": dict(sorted(last["api_calls"].items())),
     }
     for key in ("server_cpu_s", "proxy_cpu_s"):
-        if key in first:
+        if key in last:
             out[key] = summarise([r.get(key, 0.0) for r in runs])
-    if "status" in first:
+    if "status" in last:
         out["status"] = sorted({r["status"] for r in runs})
+    if "fifo_order_ok" in last:
+        out["fifo_order_ok"] = all(r["fifo_order_ok"] for r in runs)
     return out
 
 
@@ -261,6 +305,7 @@ def run_scenarios(
                         "new": new,
                         "state_file": floor_state,
                         "concurrency": floor_concurrency,
+                        "groups": layout.folders,
                     }
                 runs[kind].append(bench.measure(kind, bucket, **extra))
         if profile_dir:

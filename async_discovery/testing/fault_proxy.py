@@ -13,6 +13,11 @@ What it can do, per request, chosen by rules over the operation name and the req
 - :class:`Drop`: close the connection mid-request, before or after forwarding upstream
   (after: the upstream did the work but the client never hears of it);
 - :class:`Respond`: a fixed or computed response;
+- :class:`Rewrite`: forward, then change the upstream's answer before it goes back
+  (:func:`drop_listed_key`: a listing page that loses one of its keys);
+- :class:`StripHeaders`: forward without some request headers (e.g. ``If-Match`` and
+  ``If-None-Match``: a store that ignores conditional writes and answers 200). The
+  upstream must not check signatures (moto does not): the headers were signed;
 - :class:`FailEntries`: a ``SendMessageBatch`` whose chosen entries come back under
   ``Failed`` (those are never forwarded), the rest forwarded and answered for real;
 - :class:`Hold`: a barrier: hold matching requests until ``count`` of them have arrived;
@@ -42,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import threading
 import uuid
 from collections import Counter
@@ -62,10 +68,14 @@ __all__ = [
     "Latency",
     "ProxiedRequest",
     "Respond",
+    "Rewrite",
     "Rule",
     "S3Error",
     "SqsError",
+    "StripHeaders",
     "ThreadedFaultProxy",
+    "continues_listing",
+    "drop_listed_key",
     "operation_of",
 ]
 
@@ -295,6 +305,29 @@ class Respond:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Rewrite:
+    """Forward the request, then answer with ``change(request, status, headers, body)``
+    of the upstream's answer (ends the chain, like :class:`Respond`)."""
+
+    change: Callable[
+        [ProxiedRequest, int, Mapping[str, str], bytes], tuple[int, Mapping[str, str], bytes]
+    ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StripHeaders:
+    """Forward without the request headers ``names`` (any case); the chain goes on."""
+
+    names: Collection[str]
+
+    @classmethod
+    def conditional(cls) -> StripHeaders:
+        """Without ``If-Match`` / ``If-None-Match``: a store that ignores conditional
+        writes (a ``PutObject`` it should refuse with 412 is stored and answered 200)."""
+        return cls(("If-Match", "If-None-Match"))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class FailEntries:
     """A ``SendMessageBatch`` with the entries ``select`` picks answered under ``Failed``.
 
@@ -327,7 +360,50 @@ class Exclusive:
     """Forward matching requests one at a time (all requests matching this rule share a lock)."""
 
 
-Action = Latency | S3Error | SqsError | Drop | Respond | FailEntries | Hold | Exclusive
+Action = (
+    Latency
+    | S3Error
+    | SqsError
+    | Drop
+    | Respond
+    | Rewrite
+    | StripHeaders
+    | FailEntries
+    | Hold
+    | Exclusive
+)
+
+
+def continues_listing(request: ProxiedRequest) -> bool:
+    """A predicate for rules: a ``ListObjectsV2`` that continues a listing (it carries
+    ``continuation-token`` or ``start-after``), not the first page of one."""
+    return request.operation == "ListObjectsV2" and (
+        "continuation-token" in request.query or "start-after" in request.query
+    )
+
+
+_CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.DOTALL)
+
+
+def drop_listed_key(
+    index: int = 0,
+) -> Callable[
+    [ProxiedRequest, int, Mapping[str, str], bytes], tuple[int, Mapping[str, str], bytes]
+]:
+    """A :class:`Rewrite` change that removes the ``index``-th ``<Contents>`` (one key)
+    from a listing page, leaving ``IsTruncated`` and the continuation token as they were:
+    a store that loses a key between pages. Other answers pass unchanged."""
+
+    def change(
+        request: ProxiedRequest, status: int, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        found = list(_CONTENTS.finditer(body))
+        if status != 200 or len(found) <= index:
+            return status, headers, body
+        hit = found[index]
+        return status, headers, body[: hit.start()] + body[hit.end() :]
+
+    return change
 
 
 @dataclasses.dataclass(eq=False)
@@ -508,21 +584,28 @@ class FaultProxy:
             return _dropped_response(request)
 
     async def _apply(
-        self, request: web.Request, info: ProxiedRequest, rules: list[Rule]
+        self,
+        request: web.Request,
+        info: ProxiedRequest,
+        rules: list[Rule],
+        strip: set[str] | None = None,
     ) -> web.StreamResponse:
+        strip = set() if strip is None else strip  # request headers not forwarded
         forward: Callable[[bytes], Awaitable[tuple[int, Mapping[str, str], bytes]]]
-        forward = self._forward_fn(request, info)
+        forward = self._forward_fn(request, info, strip)
         for index, rule in enumerate(rules):
             action = rule.action
             if isinstance(action, Latency):
                 await asyncio.sleep(action.seconds)
+            elif isinstance(action, StripHeaders):
+                strip.update(name.lower() for name in action.names)
             elif isinstance(action, Hold):
                 await self._hold(rule, action)
             elif isinstance(action, Exclusive):
                 if rule._lock is None:
                     rule._lock = asyncio.Lock()
                 async with rule._lock:
-                    return await self._apply(request, info, rules[index + 1 :])
+                    return await self._apply(request, info, rules[index + 1 :], strip)
             elif isinstance(action, Drop):
                 if action.after_forward:
                     await forward(info.body)
@@ -541,6 +624,11 @@ class FaultProxy:
                     status, headers, payload = action.make(info)
                 else:
                     status, headers, payload = action.status, action.headers, action.body
+                return _response(info, status, headers, payload)
+            elif isinstance(action, Rewrite):
+                self._count_injected(info)
+                status, headers, payload = await forward(info.body)
+                status, headers, payload = action.change(info, status, headers, payload)
                 return _response(info, status, headers, payload)
             elif isinstance(action, FailEntries):
                 self._count_injected(info)
@@ -565,11 +653,15 @@ class FaultProxy:
             rule._event.set()
 
     def _forward_fn(
-        self, request: web.Request, info: ProxiedRequest
+        self, request: web.Request, info: ProxiedRequest, strip: Collection[str] = ()
     ) -> Callable[[bytes], Awaitable[tuple[int, Mapping[str, str], bytes]]]:
         async def forward(payload: bytes) -> tuple[int, Mapping[str, str], bytes]:
             assert self._session is not None
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+            headers = {
+                k: v
+                for k, v in request.headers.items()
+                if k.lower() not in _HOP_BY_HOP and k.lower() not in strip
+            }
             async with self._session.request(
                 request.method,
                 self.upstream + request.raw_path,

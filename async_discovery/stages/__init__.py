@@ -1,0 +1,23 @@
+"""The stages of one run, each with one job, joined by bounded anyio streams.
+
+    plan ──► jobs ──► list ──► pages ──► decide ──► batches ──► send ──► acceptances
+                                                                            │
+                                                   commit (changes, cursor, ▼
+                                                   conditional write loop) ◄┘
+
+- :mod:`.plan` turns the configuration and the saved cursor into listing jobs (the
+  folder discovery listing, or the flat listing of the whole prefix).
+- :mod:`.listing` pages through each job's listing and classifies keys with the
+  discovery rule; it knows nothing of state.
+- :mod:`.decide` holds the pure decision of one candidate (:func:`~.decide.decide`),
+  the :class:`~.decide.Tally` that turns decisions into counters and explain lines, and
+  the decider stage that packs messages to send into batches.
+- :mod:`.send` sends full batches with any idle sender (FIFO: one lane per message
+  group, so a group keeps listing order), re-sends ``Failed`` entries, records what SQS
+  accepted.
+- :mod:`.commit` builds the run's changes and cursor and owns the conditional write.
+
+:class:`~.context.RunContext` is what they share: configuration, counters, the deadline,
+what was recorded, and the first fatal error (a typed exception, never a cancellation:
+no stage cancels another's in-flight send). :mod:`async_discovery.pipeline` wires them.
+"""

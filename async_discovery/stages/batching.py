@@ -1,0 +1,159 @@
+"""The decide stage's loop: pages in, decisions counted, full batches out.
+
+One decider takes the classified pages, decides each candidate (:func:`.decide.decide`),
+records marks, and packs the messages to send into batches of ten across pages and
+folders, so send concurrency follows batches, not pages. For a FIFO queue a batch holds
+one message group and goes to that group's lane (one sender per lane), so a group is
+sent in listing order while groups go in parallel; for a standard queue any idle sender
+takes the next batch.
+
+A page counts as handled (the resume cursor may move past it) only once every
+message of it is settled: accepted, or finally failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import AsyncExitStack
+
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ..messages import MAX_BATCH, build_outgoing, fifo_group_id, iso_utc
+from ..models import ListedObject, Outgoing, Page
+from ..resume import ListingProgress
+from ..state import FileEntry
+from .classify import account
+from .commit import StateBudget
+from .context import FLAT, RunContext
+from .decide import HELD, Action, decide
+from .plan import FirstRun
+
+
+@dataclasses.dataclass(slots=True)
+class Ticket:
+    """One page's messages still in flight."""
+
+    progress: ListingProgress
+    seq: int
+    outstanding: int = 0
+    decided: bool = False
+
+    def settle(self) -> None:
+        """One of the page's messages was accepted or finally failed."""
+        self.outstanding -= 1
+        self._check()
+
+    def all_decided(self) -> None:
+        """Every candidate of the page was decided."""
+        self.decided = True
+        self._check()
+
+    def _check(self) -> None:
+        if self.decided and self.outstanding == 0:
+            self.progress.handled(self.seq)
+
+
+@dataclasses.dataclass(slots=True)
+class Batch:
+    """At most ten messages, each with the ticket of the page it came from."""
+
+    items: list[tuple[Outgoing, Ticket]]
+
+    @property
+    def messages(self) -> list[Outgoing]:
+        """The batch's messages, in order."""
+        return [out for out, _ in self.items]
+
+
+class Decider:
+    """Decides every candidate of the pages it receives; emits full batches to ``lanes``
+    (one lane for a standard queue, one per sender for FIFO); closes them at the end."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        lanes: list[MemoryObjectSendStream[Batch]],
+        *,
+        first_run: FirstRun | None,
+        budget: StateBudget,
+        fifo: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.lanes = lanes
+        self.mark_before = first_run.mark_before if first_run is not None else None
+        self.budget = budget
+        self.fifo = fifo
+        self._open: dict[str, list[tuple[Outgoing, Ticket]]] = {}  # partial batch per group
+        self._lane_of: dict[str, int] = {}  # FIFO: message group -> its lane
+
+    async def run(self, pages: MemoryObjectReceiveStream[Page]) -> None:
+        """Decide every page until the page stream closes; then flush and close lanes."""
+        async with AsyncExitStack() as stack:
+            for lane in self.lanes:
+                stack.enter_context(lane)
+            async with pages:
+                async for page in pages:
+                    if self.ctx.stopping():
+                        continue  # not handled: the cursor stays before this page
+                    await self._page(page)
+            # Partial batches go out even past the deadline: their pages were taken
+            # before it. Not after a fatal error: the queue is unusable.
+            for key, items in list(self._open.items()):
+                if self.ctx.fatal is None:
+                    await self._emit(key, items)
+            self._open.clear()
+
+    async def _page(self, page: Page) -> None:
+        ctx = self.ctx
+        account(ctx, page)
+        ticket = Ticket(ctx.progress[FLAT if page.folder is None else page.folder], page.seq)
+        for folder, obj in page.candidates:
+            if ctx.fatal is not None:
+                return  # the queue is unusable: no new work, the page stays unhandled
+            out = self._decide(folder, obj)
+            if out is not None:
+                await self._add(out, ticket)
+        ticket.all_decided()
+
+    def _decide(self, folder: str, obj: ListedObject) -> Outgoing | None:
+        """Decide one candidate; record a mark; return the message to send, if any."""
+        ctx, cfg = self.ctx, self.ctx.config
+        if ctx.unseen is not None:
+            ctx.unseen.discard(obj.key)
+        entry = ctx.loaded.files.get(obj.key)
+        decision = decide(
+            obj,
+            entry,
+            now=ctx.clock(),
+            min_age_seconds=cfg.min_object_age_seconds,
+            mark_before=self.mark_before,
+        )
+        recorded = decision.action in (Action.SEND, Action.MARK)
+        if recorded and not self.budget.take(obj, folder, entry):
+            decision = HELD
+        ctx.tally.decided(obj, decision)
+        if cfg.dry_run:
+            return None
+        if decision.action is Action.MARK:
+            at = iso_utc(ctx.clock())
+            ctx.upserts[obj.key] = FileEntry(obj.etag, obj.size, folder, at, "marked")
+        elif decision.action is Action.SEND:
+            return build_outgoing(
+                cfg.source_bucket, obj, folder, decision.reason, decision.previous_etag
+            )
+        return None
+
+    async def _add(self, out: Outgoing, ticket: Ticket) -> None:
+        ticket.outstanding += 1
+        key = fifo_group_id(out.folder) if self.fifo else ""
+        items = self._open.setdefault(key, [])
+        items.append((out, ticket))
+        if len(items) >= MAX_BATCH:
+            del self._open[key]
+            await self._emit(key, items)
+
+    async def _emit(self, key: str, items: list[tuple[Outgoing, Ticket]]) -> None:
+        # A group keeps the lane it was first given; new groups take the lanes in turn,
+        # so up to one group per sender runs in parallel (no two share a lane by chance).
+        lane = self._lane_of.setdefault(key, len(self._lane_of) % len(self.lanes))
+        await self.lanes[lane].send(Batch(items))

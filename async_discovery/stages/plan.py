@@ -1,0 +1,160 @@
+"""The plan stage: the listing strategy and the listing jobs, from config and cursor.
+
+``LIST_STRATEGY=folders`` (or ``auto`` below ``FOLDER_THRESHOLD`` folders) lists each
+non-skipped folder on its own, found by one ``Delimiter`` listing of the prefix (the
+*discovery*); ``flat`` lists the whole prefix in one listing. A resumed pass (a saved
+cursor) takes its unfinished folders first, then the folders it has not begun.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from contextlib import aclosing
+from datetime import datetime
+from typing import Any
+
+from ..config import Config, InitialScan, parse_initial_scan
+from ..discovery import Verdict
+from ..messages import iso_utc
+from ..ports import Lister, RawPage
+from ..resume import folder_sort_key, pending_from_cursor
+from .classify import account, classify_page
+from .context import RunContext
+
+log = logging.getLogger("async_discovery")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Job:
+    """One listing: a folder (None: the flat listing of the prefix), from where."""
+
+    folder: str | None
+    start_after: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Plan:
+    """The jobs of one run and what the cursor needs to know about them."""
+
+    strategy: str  # "folders" or "flat"
+    jobs: list[Job]
+    after_folder: str | None = None  # the last folder (in S3 order) a lister took
+    discovered_until: str | None = None  # the last key or folder the discovery saw
+    untaken: dict[str, str | None] = dataclasses.field(default_factory=dict)
+
+    def taken(self, job: Job) -> None:
+        """A lister took ``job``: from now on its progress decides the cursor."""
+        if job.folder is None:
+            return
+        self.untaken.pop(job.folder, None)
+        if self.after_folder is None or folder_sort_key(job.folder) > folder_sort_key(
+            self.after_folder
+        ):
+            self.after_folder = job.folder
+
+
+async def make_plan(ctx: RunContext, lister: Lister, cursor: dict[str, Any] | None) -> Plan:
+    """The plan of this run (raises ``ListingError`` when the discovery listing fails)."""
+    cfg = ctx.config
+    if cursor and cursor.get("strategy") == "flat":
+        start = cursor.get("start_after")
+        return Plan("flat", [Job(None, str(start) if start else None)])
+    if cfg.list_strategy == "flat":
+        return Plan("flat", [Job(None)])
+    after = cursor.get("after_folder") if cursor else None
+    until = cursor.get("discovered_until") if cursor else None
+    plan = Plan("folders", [], str(after) if after else None, until or None)
+    folders = await _discover(ctx, lister, plan)
+    if folders is None:
+        return Plan("flat", [Job(None)])
+    pending = pending_from_cursor(cursor)
+    plan.jobs = [Job(f, k) for f, k in pending.items() if f not in cfg.skip_folders]
+    for name in folders:
+        if name in pending:
+            continue
+        if plan.after_folder is not None and folder_sort_key(name) <= folder_sort_key(
+            plan.after_folder
+        ):
+            continue
+        plan.jobs.append(Job(name))
+    plan.untaken = {job.folder: job.start_after for job in plan.jobs if job.folder is not None}
+    return plan
+
+
+async def _discover(ctx: RunContext, lister: Lister, plan: Plan) -> list[str] | None:
+    """The folders of the prefix, from one ``Delimiter`` listing (None: list flat).
+
+    A resumed pass starts after what it already covered (``discovered_until``, or else
+    after the last folder started), so a discovery too long for one invocation still
+    advances. Top-level objects are classified page by page (a prefix may hold millions
+    of them), and the deadline is checked between pages: a discovery cut short leaves
+    the folders found so far pending.
+    """
+    cfg = ctx.config
+    start = plan.discovered_until
+    if not start and plan.after_folder is not None:
+        start = cfg.prefix + plan.after_folder + "/"
+    limit = cfg.folder_threshold if cfg.list_strategy == "auto" else None
+    folders: list[str] = []
+    listing = lister.pages(cfg.prefix, delimiter=True, start_after=start)
+    async with aclosing(listing) as pages:
+        async for raw in pages:
+            for cp in raw.common_prefixes:
+                name = cp[len(cfg.prefix) :].rstrip("/")
+                if "/" in name or not name:
+                    ctx.stats.count_ignored(Verdict.DEEP)
+                elif name in cfg.skip_folders:
+                    ctx.tally.ignored(cp, Verdict.SKIPPED_FOLDER)  # never listed: once
+                else:
+                    folders.append(name)
+            # Top-level objects: listed only here, never by the folder listings.
+            page = classify_page(ctx, RawPage(raw.objects, []), None, 0)
+            account(ctx, page)
+            if limit is not None and len(folders) > limit:
+                log.info(
+                    "many folders: flat listing",
+                    extra={"event": "strategy", "strategy": "flat", "threshold": limit},
+                )
+                return None
+            seen = [page.last_key, *raw.common_prefixes[-1:]]
+            plan.discovered_until = max(filter(None, seen), default=plan.discovered_until)
+            if ctx.stopping():
+                break
+    return folders
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FirstRun:
+    """The first-run policy in force for this pass (``INITIAL_SCAN``, or the one a
+    resumed first pass saved in its cursor): objects modified before ``mark_before`` are
+    marked, not sent."""
+
+    policy: InitialScan
+    mark_before: datetime
+
+    @classmethod
+    def of(
+        cls, config: Config, *, first: bool, cursor: dict[str, Any] | None, started: datetime
+    ) -> FirstRun | None:
+        """The policy for a run (``first``: no state object exists yet), or None."""
+        policy: InitialScan | None = None
+        if first:
+            policy = config.initial_scan
+        elif cursor and cursor.get("initial_scan"):
+            # A first pass cut short keeps its policy (the state codec checked it parses).
+            policy = parse_initial_scan(str(cursor["initial_scan"]), [])
+        if policy is None or policy.mode == "all":
+            return None
+        # Only objects older than the pass are marked; one written or overwritten while
+        # it runs is sent. LastModified has whole seconds, so the start is rounded down:
+        # a file written in the second the pass began is sent.
+        return cls(policy, policy.since or started.replace(microsecond=0))
+
+    def cursor_text(self) -> str:
+        """The policy a resumed pass continues with: ``mark-existing`` continues as
+        ``since:<start of this pass>``, so a file that arrives between two runs of one
+        pass is sent, not marked."""
+        if self.policy.mode == "mark-existing":
+            return "since:" + iso_utc(self.mark_before)
+        return str(self.policy)
