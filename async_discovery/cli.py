@@ -1,4 +1,5 @@
-"""The ``async-discovery`` command: ``scan``, ``demo``, ``seed``, ``iam-policy`` and ``bench``.
+"""The ``async-discovery`` command: ``scan``, ``plan``, ``sum``, ``demo``, ``seed``,
+``iam-policy``, ``doctor`` and ``bench``.
 
 Exit status of ``scan`` (SPEC): 0 when statusCode is 200, 3 when 207, 1 when 500 and 2
 for usage errors. The summary is one JSON line on stdout (``--output table``: a table for
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=common,
     )
     _add_config_flags(scan)
-    for field in ("dry_run", "explain", "force_rebind"):
+    for field in ("folders", "dry_run", "explain", "force_rebind"):
         _add_setting(scan, field)
     scan.add_argument(
         "--output",
@@ -143,6 +144,39 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     scan.set_defaults(func=cmd_scan, reads_config=True)
+
+    plan = sub.add_parser(
+        "plan",
+        help="write the fan-out plan: the prefix's folders, for a Step Functions Distributed Map",
+        description="List the folders of the prefix (one Delimiter listing; skipped folders "
+        'left out) and write them as a JSON array of {"folder": F} items to '
+        "<state prefix>runs/<prefix>plan.json in the state bucket. Needs "
+        "STATE_LAYOUT=folders. Prints one JSON line (statusCode, folders, bucket, key); "
+        "exit 0 when written, 1 otherwise. Each child then runs `scan --folders a,b,...`; "
+        "`sum` adds up their summaries. docs/fanout.md.",
+        formatter_class=formatter,
+        parents=common,
+    )
+    _add_config_flags(plan)
+    plan.set_defaults(func=cmd_plan, reads_config=True)
+
+    total = sub.add_parser(
+        "sum",
+        help="add up the summaries of a fan-out's children into one",
+        description="Read summaries (JSON objects: one per line, or JSON arrays of them) from "
+        "the files given, or stdin, and print their sum as one JSON line: counters added "
+        "up, statusCode 200 when every child returned 200, else 207. Exit status as for "
+        "scan (0, 3; 1 when the input is not JSON).",
+        formatter_class=formatter,
+        parents=common,
+    )
+    total.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help=_help("files of summaries ('-' or none: stdin)", None),
+    )
+    total.set_defaults(func=cmd_sum)
 
     policy = sub.add_parser(
         "iam-policy",
@@ -344,6 +378,59 @@ async def _scan_with_progress(config: Config, log_level: str) -> dict[str, Any]:
     finally:
         configure_logging(log_level)
     return summary
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``plan``: write the fan-out plan; its location on stdout; exit 0/1."""
+    from .fanout import layout_problem, run_plan
+
+    config = _config_from_args(args, "plan")
+    if isinstance(config, ConfigError):
+        _print_json(config_error_summary(config))
+        return EXIT_FAILED
+    problem = layout_problem(config)
+    if problem is not None:
+        sys.stderr.write(f"async-discovery plan: {problem}\n")
+        _print_json(config_error_summary(ConfigError([problem])))
+        return EXIT_FAILED
+    result = anyio.run(run_plan, config)
+    _print_json(result)
+    return exit_code(int(result["statusCode"]))
+
+
+def cmd_sum(args: argparse.Namespace) -> int:
+    """``sum``: add up summaries read from files or stdin; exit as ``scan`` does."""
+    from .fanout import sum_summaries
+
+    children: list[Any] = []
+    for name in args.files or ["-"]:
+        try:
+            if name == "-":
+                text = sys.stdin.read()
+            else:
+                with open(name, encoding="utf-8") as handle:
+                    text = handle.read()
+            children.extend(_json_documents(text))
+        except (OSError, ValueError) as exc:
+            sys.stderr.write(f"async-discovery sum: {name}: {exc}\n")
+            return EXIT_FAILED
+    summary = sum_summaries(children)
+    _print_json(summary)
+    return exit_code(int(summary["statusCode"]))
+
+
+def _json_documents(text: str) -> list[Any]:
+    """The JSON values in ``text``, one after another (JSON lines, or arrays of them)."""
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    index = 0
+    while True:
+        while index < len(text) and text[index].isspace():
+            index += 1
+        if index == len(text):
+            return found
+        value, index = decoder.raw_decode(text, index)
+        found.extend(value if isinstance(value, list) else [value])
 
 
 def cmd_iam_policy(args: argparse.Namespace) -> int:

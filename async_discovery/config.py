@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .layout import state_prefix
 from .settings import (
     DEFAULT_SKIP_FOLDERS,
     DEFAULT_STATE_KEY,
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 ListStrategy = Literal["auto", "folders", "flat"]
+StateLayout = Literal["single", "folders"]
 RetryMode = Literal["standard", "adaptive", "legacy"]
 
 
@@ -61,6 +63,8 @@ class Config:
     state_key: str = DEFAULTS["state_key"]
     skip_folders: frozenset[str] = DEFAULTS["skip_folders"]
     endpoint_url: str | None = DEFAULTS["endpoint_url"]
+    state_layout: StateLayout = DEFAULTS["state_layout"]
+    folders: frozenset[str] | None = DEFAULTS["folders"]
     dry_run: bool = DEFAULTS["dry_run"]
     explain: bool = DEFAULTS["explain"]
     force_rebind: bool = DEFAULTS["force_rebind"]
@@ -88,6 +92,11 @@ class Config:
     def is_fifo(self) -> bool:
         """True when the target queue is a FIFO queue (its URL ends in ``.fifo``)."""
         return is_fifo_queue(self.queue_url)
+
+    @property
+    def state_prefix(self) -> str:
+        """The key prefix of the shards and run objects (``STATE_LAYOUT=folders``)."""
+        return state_prefix(self.state_key)
 
     @property
     def pool_size(self) -> int:
@@ -131,9 +140,41 @@ class Config:
                 because = f" (unless {SETTING[unless].flag})" if unless else ""
                 issue = f"is required{because} but not set"
                 problems.append((place, problem(_name(setting), None, issue, setting.required)))
+        problems += _across(values)
         if problems:
             raise ConfigError([line for _place, line in sorted(problems)])
         return cls(**values)
+
+
+def _across(values: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """Problems of settings that are valid alone but not together."""
+    place = {s.field: i for i, s in enumerate(SETTINGS)}
+    found: list[tuple[int, str]] = []
+    if values.get("state_layout") == "folders" and values.get("list_strategy") == "flat":
+        found.append(
+            (
+                place["list_strategy"],
+                problem(
+                    "LIST_STRATEGY",
+                    "flat",
+                    "a flat listing has no folder to tie a shard to",
+                    "auto or folders with STATE_LAYOUT=folders",
+                ),
+            )
+        )
+    if values.get("folders") is not None and values.get("state_layout") != "folders":
+        found.append(
+            (
+                place["folders"],
+                problem(
+                    "--folders",
+                    ",".join(sorted(values["folders"])),
+                    "needs the folders state layout (each folder its own shard)",
+                    "STATE_LAYOUT=folders",
+                ),
+            )
+        )
+    return found
 
 
 def _name(setting: Setting) -> str:

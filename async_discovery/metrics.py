@@ -17,6 +17,8 @@ _COUNTS = (
     "deferred",
     "pruned",
     "held_back",
+    "state_objects_read",
+    "state_objects_written",
 )
 
 

@@ -89,6 +89,23 @@ class StreamingStateStore(StateStore, Protocol):
         ...
 
 
+class StateObjects(Protocol):
+    """The state objects under the state prefix (``STATE_LAYOUT=folders``): one
+    conditional store per key (a shard, the cursor, the first-run record)."""
+
+    def store(self, key: str) -> StateStore:
+        """The store of the object at ``key``."""
+        ...
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Keys of the objects directly under ``prefix`` (not deeper)."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete the object at ``key`` (absent is fine)."""
+        ...
+
+
 class Sender(Protocol):
     """Sends one batch of at most 10 messages (raises ``QueueError`` queue-wide)."""
 

@@ -19,6 +19,7 @@ schema the state codec checks every saved cursor against.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from .config import parse_initial_scan
@@ -72,6 +73,8 @@ class ListingProgress:
     _handled: set[int] = dataclasses.field(default_factory=set)
     _last_keys: dict[int, str | None] = dataclasses.field(default_factory=dict)
     _upto: int = -1
+    # Called once when the listing becomes complete (a shard can then be written).
+    on_complete: Callable[[], None] | None = None
 
     def listed(self, seq: int, last_key: str | None) -> None:
         """A page was listed (and is about to be queued for a worker)."""
@@ -87,6 +90,17 @@ class ListingProgress:
             key = self._last_keys.pop(self._upto, None)
             if key is not None:
                 self.start_after = key
+        self._check_complete()
+
+    def finish(self) -> None:
+        """The listing returned its last page."""
+        self.listing_finished = True
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        if self.on_complete is not None and self.complete:
+            callback, self.on_complete = self.on_complete, None
+            callback()
 
     @property
     def complete(self) -> bool:

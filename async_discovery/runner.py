@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from .aws import S3Lister, S3StateStore, SqsSender, open_clients
+from .aws import S3Lister, S3StateObjects, S3StateStore, SqsSender, open_clients
 from .config import Config
 from .deadline import Deadline
 from .errors import ConfigError, DiscoveryError
@@ -44,6 +44,9 @@ async def run_scan(
             sender = None
             if not config.dry_run and config.queue_url:
                 sender = SqsSender(clients.sqs, config.queue_url)
+            objects = None
+            if config.state_layout == "folders":
+                objects = S3StateObjects(clients.s3, config.state_bucket, config.state_max_bytes)
             scanner = Scanner(
                 config,
                 S3Lister(clients.s3, config.source_bucket, page_size=config.list_page_size),
@@ -51,6 +54,7 @@ async def run_scan(
                     clients.s3, config.state_bucket, config.state_key, config.state_max_bytes
                 ),
                 sender,
+                objects=objects,
                 stats=stats,
                 deadline=deadline,
                 explain=explain,

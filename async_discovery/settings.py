@@ -29,6 +29,7 @@ DEFAULT_SKIP_FOLDERS = ("logs", "temp", "backups")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LIST_STRATEGIES = ("auto", "folders", "flat")
 RETRY_MODES = ("standard", "adaptive", "legacy")
+STATE_LAYOUTS = ("single", "folders")
 
 # S3 general-purpose bucket naming rules (3-63 chars, lower case, digits, dots, hyphens).
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -332,6 +333,24 @@ SETTINGS: tuple[Setting, ...] = (
         help="S3 and SQS endpoint (moto, an S3-compatible store); the flag sets both clients "
         "and wins over botocore's `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`, "
         "`AWS_ENDPOINT_URL_SQS`",
+    ),
+    Setting(
+        field="state_layout",
+        env="STATE_LAYOUT",
+        parse=one_of(STATE_LAYOUTS, "state layout"),
+        default="single",
+        help="`single`: one state object; `folders`: one shard per folder under the state "
+        "prefix (high-volume buckets; `S3_STATE_KEY` then names a key prefix)",
+        see="[operations.md](operations.md#state-layout-folders)",
+    ),
+    Setting(
+        field="folders",
+        env=None,
+        flag="--folders",
+        parse=folder_names,
+        default=None,
+        help="scan exactly these folders of the prefix (comma-separated; `STATE_LAYOUT=folders`"
+        " only): one child of a fan-out",
     ),
     Setting(
         field="dry_run",

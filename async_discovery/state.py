@@ -16,6 +16,7 @@ from .errors import StateBucketMismatch
 from .resume import CURSOR_FIELDS
 
 STATE_VERSION = 1
+SHARD_VERSION = 2
 STATUSES = frozenset({"queued", "marked"})
 
 
@@ -130,6 +131,7 @@ class State:
     updated_at: str | None = None
     cursors: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    version: int = STATE_VERSION  # 1: the single state object; 2: a folder's shard
 
     def __post_init__(self) -> None:
         if not isinstance(self.files, Files):

@@ -32,7 +32,9 @@ _WS = re.compile(r"[ \t\n\r]*")
 _WINDOW = 1 << 20  # bytes of the raw state decoded to text at a time
 
 
-def decode(raw: bytes, *, name: str, max_bytes: int | None = None) -> State:
+def decode(
+    raw: bytes, *, name: str, max_bytes: int | None = None, version: int = STATE_VERSION
+) -> State:
     """Parse a state object; ``name`` (``s3://bucket/key``) is quoted in errors.
 
     Raises :class:`StateCorrupt` for anything that is not JSON of the state schema and
@@ -42,7 +44,7 @@ def decode(raw: bytes, *, name: str, max_bytes: int | None = None) -> State:
         raise StateTooLarge(
             f"state object {name} is {len(raw)} bytes, over STATE_MAX_BYTES={max_bytes}"
         )
-    decoder = StateDecoder(name=name, max_bytes=max_bytes)
+    decoder = StateDecoder(name=name, max_bytes=max_bytes, version=version)
     view = memoryview(raw)
     for start in range(0, len(view), _WINDOW):
         decoder.feed(view[start : start + _WINDOW])
@@ -70,9 +72,12 @@ class StateDecoder:
     (as this scanner writes it, first); the time stays linear in the object's size.
     """
 
-    def __init__(self, *, name: str, max_bytes: int | None = None) -> None:
+    def __init__(
+        self, *, name: str, max_bytes: int | None = None, version: int = STATE_VERSION
+    ) -> None:
         self.name = name
         self.max_bytes = max_bytes
+        self.version = version  # 1: the single state object; 2: a folder's shard
         self.received = 0
         self._head = b""  # the first bytes, until the encoding is known
         self._whole: bytearray | None = None  # UTF-16/32 or BOM: rare, parsed whole
@@ -359,7 +364,7 @@ class StateDecoder:
                     shared.setdefault(status, status),
                 )
                 return
-        if _is_version(self._doc.get("version", None)):
+        if _is_version(self._doc.get("version", None), self.version):
             # The version is known good: stop here rather than parse the rest.
             raise StateCorrupt(self._bad_entry(key))
         if self._bad is None:
@@ -379,9 +384,11 @@ class StateDecoder:
         if not isinstance(doc, dict):
             raise StateCorrupt(f"state object {name} is not a JSON object")
         version = doc.get("version")
-        if not _is_version(version):
+        if not _is_version(version, self.version):
+            what = "a state object" if self.version == STATE_VERSION else "a folder's shard"
             raise StateCorrupt(
-                f"state object {name} has version {version!r}; this scanner reads version 1"
+                f"state object {name} has version {version!r}; as {what} this scanner reads "
+                f"version {self.version}"
             )
         files = doc.get("files")
         if not isinstance(files, Files):
@@ -413,6 +420,7 @@ class StateDecoder:
             updated_at=updated_at,
             cursors=cursors,
             extra=extra,
+            version=self.version,
         )
 
 
@@ -429,9 +437,9 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _is_version(value: Any) -> bool:
-    """The version this scanner reads: the integer 1 (not 1.0, true or "1")."""
-    return type(value) is int and value == STATE_VERSION
+def _is_version(value: Any, version: int) -> bool:
+    """``value`` is the integer ``version`` (not 1.0, true or "1")."""
+    return type(value) is int and value == version
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -460,7 +468,7 @@ def _entry_json(key: str, entry: FileEntry) -> str:
 
 def iter_encoded(state: State, updated_at: str) -> Iterator[bytes]:
     """Encode ``state`` as UTF-8 JSON in chunks, so no second full copy is built."""
-    head: dict[str, Any] = {"version": STATE_VERSION, "updated_at": updated_at}
+    head: dict[str, Any] = {"version": state.version, "updated_at": updated_at}
     if state.source_bucket is not None:
         head["source_bucket"] = state.source_bucket
     if state.cursors:

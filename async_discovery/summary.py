@@ -34,6 +34,11 @@ class RunStats:
     api_calls: Counter[str] = dataclasses.field(default_factory=Counter)
     truncated: bool = False
     state_written: bool = False
+    state_objects_read: int = 0  # state objects (or shards) that existed and were read
+    state_objects_written: int = 0
+    state_objects_deleted: int = 0  # shards of vanished folders, a finished cursor
+    # Messages for a 207: what failed without failing the run (e.g. an unreadable shard).
+    warnings: list[str] = dataclasses.field(default_factory=list)
     state_write_attempts: int = 0
 
     def count_ignored(self, verdict: Verdict, n: int = 1) -> None:
@@ -45,7 +50,7 @@ def status_code(stats: RunStats, error: str | None) -> int:
     """200 when complete and clean, 207 when some files or folders failed, 500 on error."""
     if error is not None:
         return FAILED
-    if stats.errors or stats.folder_errors or stats.held_back:
+    if stats.errors or stats.folder_errors or stats.held_back or stats.warnings:
         return PARTIAL
     return OK
 
@@ -71,15 +76,22 @@ def build_summary(
         "folder_errors": stats.folder_errors,
         "held_back": stats.held_back,
         "state_bytes": stats.state_bytes,
+        "state_objects_read": stats.state_objects_read,
+        "state_objects_written": stats.state_objects_written,
         "truncated": stats.truncated,
         "dry_run": dry_run,
         "api_calls": dict(sorted(stats.api_calls.items())),
     }
+    if error is None and stats.warnings:
+        error = "; ".join(stats.warnings[:5])
+        if len(stats.warnings) > 5:
+            error += f"; and {len(stats.warnings) - 5} more"
     if error is None and stats.held_back:
         error = (
             f"the state reached STATE_MAX_BYTES: {stats.held_back} new or updated files were "
             "not sent (the next run finds them again); raise STATE_MAX_BYTES or split the "
-            "state (a separate S3_STATE_KEY per prefix)"
+            "state: STATE_LAYOUT=folders (one shard per folder), or a separate S3_STATE_KEY "
+            "per prefix"
         )
     if error is not None:
         summary["error"] = error

@@ -139,6 +139,11 @@ async def test_a_queue_error_cancels_no_send_and_the_cursor_stays_before_unsent_
     assert cursor["pending"] == {"a": None}  # from the start: page 0 was never handled
 
 
+def candidate_budget(stats: RunStats, candidates: int) -> Deadline:
+    """A deadline that expires once the run has decided ``candidates`` candidates."""
+    return Deadline(lambda: 0.0 if stats.candidates >= candidates else 60.0, margin=1.0)
+
+
 async def test_deadline_runs_resume_until_every_file_is_sent_once() -> None:
     keys = [f"in/{f}/{i:02d}.csv" for f in ("a", "b", "c") for i in range(40)]
     store, sender = MemoryStore(), MemorySender()
@@ -146,7 +151,7 @@ async def test_deadline_runs_resume_until_every_file_is_sent_once() -> None:
     while True:
         runs += 1
         stats = RunStats()
-        deadline = Deadline(lambda: 0.0 if stats.candidates >= 25 else 60.0, margin=1.0)
+        deadline = candidate_budget(stats, 25)
         cfg = config(workers=2, list_concurrency=1)
         error, _ = await run(
             cfg, MemoryLister(keys, page_size=10), store, sender, deadline=deadline, stats=stats

@@ -5,7 +5,14 @@ They implement :mod:`async_discovery.ports` and translate botocore errors into t
 """
 
 from .clients import AwsClients, open_clients
-from .s3 import S3Lister, S3StateStore
+from .s3 import S3Lister, S3StateObjects, S3StateStore
 from .sqs import SqsSender
 
-__all__ = ["AwsClients", "S3Lister", "S3StateStore", "SqsSender", "open_clients"]
+__all__ = [
+    "AwsClients",
+    "S3Lister",
+    "S3StateObjects",
+    "S3StateStore",
+    "SqsSender",
+    "open_clients",
+]

@@ -185,3 +185,39 @@ class S3StateStore:
                 raise StorageError(f"state bucket {self.bucket!r} does not exist") from exc
             raise StorageError(f"writing state {self.name} failed: {describe(exc)}") from exc
         return str(resp.get("ETag", ""))
+
+
+class S3StateObjects:
+    """The state objects under one key prefix (``STATE_LAYOUT=folders``): a store per
+    key, the keys under a prefix, and deletion (pruned shards, a finished cursor)."""
+
+    def __init__(self, client: S3Client, bucket: str, max_bytes: int) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.max_bytes = max_bytes
+
+    def store(self, key: str) -> S3StateStore:
+        """The conditional store of one object."""
+        return S3StateStore(self.client, self.bucket, key, self.max_bytes)
+
+    async def keys(self, prefix: str) -> list[str]:
+        """The object keys directly under ``prefix`` (``Delimiter=/``: no deeper keys)."""
+        found: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                found.extend(item["Key"] for item in page.get("Contents", ()))
+        except AWS_ERRORS as exc:
+            raise StorageError(
+                f"listing state objects s3://{self.bucket}/{prefix} failed: {describe(exc)}"
+            ) from exc
+        return found
+
+    async def delete(self, key: str) -> None:
+        """Delete one object (a missing one is not an error, as S3 answers)."""
+        try:
+            await self.client.delete_object(Bucket=self.bucket, Key=key)
+        except AWS_ERRORS as exc:
+            raise StorageError(
+                f"deleting state object s3://{self.bucket}/{key} failed: {describe(exc)}"
+            ) from exc

@@ -23,10 +23,8 @@ from ..models import ListedObject, Outgoing, Page
 from ..resume import ListingProgress
 from ..state import FileEntry
 from .classify import account
-from .commit import StateBudget
 from .context import FLAT, RunContext
 from .decide import HELD, Action, decide
-from .plan import FirstRun
 
 
 @dataclasses.dataclass(slots=True)
@@ -70,18 +68,10 @@ class Decider:
     (one lane for a standard queue, one per sender for FIFO); closes them at the end."""
 
     def __init__(
-        self,
-        ctx: RunContext,
-        lanes: list[MemoryObjectSendStream[Batch]],
-        *,
-        first_run: FirstRun | None,
-        budget: StateBudget,
-        fifo: bool,
+        self, ctx: RunContext, lanes: list[MemoryObjectSendStream[Batch]], *, fifo: bool
     ) -> None:
         self.ctx = ctx
         self.lanes = lanes
-        self.mark_before = first_run.mark_before if first_run is not None else None
-        self.budget = budget
         self.fifo = fifo
         self._open: dict[str, list[tuple[Outgoing, Ticket]]] = {}  # partial batch per group
         self._lane_of: dict[str, int] = {}  # FIFO: message group -> its lane
@@ -118,25 +108,26 @@ class Decider:
     def _decide(self, folder: str, obj: ListedObject) -> Outgoing | None:
         """Decide one candidate; record a mark; return the message to send, if any."""
         ctx, cfg = self.ctx, self.ctx.config
-        if ctx.unseen is not None:
-            ctx.unseen.discard(obj.key)
-        entry = ctx.loaded.files.get(obj.key)
+        unit = ctx.unit_of(folder)
+        if unit.unseen is not None:
+            unit.unseen.discard(obj.key)
+        entry = unit.state.files.get(obj.key)
         decision = decide(
             obj,
             entry,
             now=ctx.clock(),
             min_age_seconds=cfg.min_object_age_seconds,
-            mark_before=self.mark_before,
+            mark_before=unit.mark_before,
         )
         recorded = decision.action in (Action.SEND, Action.MARK)
-        if recorded and not self.budget.take(obj, folder, entry):
+        if recorded and not unit.budget.take(obj, folder, entry):
             decision = HELD
         ctx.tally.decided(obj, decision)
         if cfg.dry_run:
             return None
         if decision.action is Action.MARK:
             at = iso_utc(ctx.clock())
-            ctx.upserts[obj.key] = FileEntry(obj.etag, obj.size, folder, at, "marked")
+            unit.upserts[obj.key] = FileEntry(obj.etag, obj.size, folder, at, "marked")
         elif decision.action is Action.SEND:
             return build_outgoing(
                 cfg.source_bucket, obj, folder, decision.reason, decision.previous_etag

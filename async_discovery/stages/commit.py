@@ -1,16 +1,16 @@
-"""The commit stage: the state as loaded, the run's changes, the conditional write.
+"""The commit stage: state units loaded, the run's changes, the conditional write.
 
-The state is loaded once before listing and written at most once at the end, with
-``If-Match`` the ETag it was loaded with (``If-None-Match: *`` when none existed); when
-another run wrote meanwhile (``StateConflict``), the fresh state is reloaded, this
-run's changes merged in, and the write retried (bounded, jittered). A state that would
-be larger than ``STATE_MAX_BYTES`` is never written: :class:`StateBudget` stops a run
-from recording more than fits, and the write checks the final size.
+A unit (the single state object, or one folder's shard) is loaded before its first
+candidate is decided and written at most once, with ``If-Match`` the ETag it was loaded
+with (``If-None-Match: *`` when none existed); when another run wrote meanwhile
+(``StateConflict``), the fresh object is reloaded, this run's changes merged in, and the
+write retried (bounded, jittered). An object that would be larger than
+``STATE_MAX_BYTES`` is never written: :class:`~.units.StateBudget` stops a run from
+recording more than fits, and the write checks the final size.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -18,56 +18,14 @@ import anyio
 
 from ..errors import StateConflict, StateError, StateTooLarge
 from ..messages import iso_utc
-from ..models import ListedObject
 from ..ports import StateStore, StreamingStateStore
-from ..state import FileEntry, State, StateChanges, apply, check_source
+from ..state import SHARD_VERSION, STATE_VERSION, State, StateChanges, apply, check_source
 from ..state_codec import EncodedBody, StateDecoder, decode, encode
 from .context import FLAT, RunContext, backoff
 from .plan import FirstRun, Plan
+from .units import StateBudget, Unit
 
 log = logging.getLogger("async_discovery")
-
-_HEADROOM = 1 << 20  # state bytes kept free for the cursor and top-level fields
-# An entry as the codec writes it, less its three strings: ',\n ' + ': {"status": "queued",
-# "etag": , "size": <up to 20 digits>, "folder": , "queued_at": "<ISO with µs>Z"}'.
-_ENTRY_OVERHEAD = 140
-_quoted = json.encoder.encode_basestring
-
-
-def _entry_bytes(key: str, etag: str, folder: str) -> int:
-    """One entry's size in the encoded state (an upper bound, within a few bytes)."""
-    return _ENTRY_OVERHEAD + sum(
-        len(_quoted(text).encode("utf-8", "surrogatepass")) for text in (key, etag, folder)
-    )
-
-
-class StateBudget:
-    """How much the state may still grow before it reaches ``STATE_MAX_BYTES``.
-
-    A state over the cap is one every later run refuses to load, so every file to
-    record (sent or marked) first takes its entry's encoded size from this budget: the
-    cap minus the state as loaded minus a headroom for the cursor and the top-level
-    fields (5% of the cap, at most 1 MiB). Once it is spent no new file is sent or
-    marked; those stay unrecorded, and a later run finds them again.
-    """
-
-    def __init__(self, cap: int, loaded_bytes: int) -> None:
-        self.cap = cap
-        self.room = cap - loaded_bytes - min(cap // 20, _HEADROOM)
-        self.full = False
-
-    def take(self, obj: ListedObject, folder: str, entry: FileEntry | None) -> bool:
-        """Room for recording ``obj`` (replacing ``entry``); False once the state is full."""
-        size = _entry_bytes(obj.key, obj.etag, folder)
-        if entry is not None:
-            size -= _entry_bytes(obj.key, entry.etag, entry.folder)
-        if self.room - size < 0:
-            if not self.full:
-                self.full = True
-                log.error("state full: no more files sent", extra={"event": "state_full"})
-            return False
-        self.room -= size
-        return True
 
 
 class _CountingSink:
@@ -82,21 +40,46 @@ class _CountingSink:
         self.decoder.feed(chunk)
 
 
-async def load_state(ctx: RunContext, store: StateStore) -> tuple[State | None, str | None]:
-    """The decoded state and its ETag, or (None, None) when no state object exists.
+async def load_state(
+    ctx: RunContext, store: StateStore, *, version: int = STATE_VERSION
+) -> tuple[State | None, str | None, int]:
+    """The decoded object, its ETag and size, or (None, None, 0) when it does not exist.
 
     A streaming store feeds the decoder as the object arrives: the raw bytes are as
     large as the decoded state, so they are never held whole next to it.
     """
     name, max_bytes = store.name, ctx.config.state_max_bytes
     if isinstance(store, StreamingStateStore):
-        sink = _CountingSink(StateDecoder(name=name, max_bytes=max_bytes))
+        sink = _CountingSink(StateDecoder(name=name, max_bytes=max_bytes, version=version))
         found, etag = await store.load_into(sink)
-        ctx.stats.state_bytes = sink.received
-        return (sink.decoder.close() if found else None), etag
-    raw, etag = await store.load()
-    ctx.stats.state_bytes = len(raw) if raw is not None else 0
-    return (decode(raw, name=name, max_bytes=max_bytes) if raw is not None else None), etag
+        state, size = (sink.decoder.close() if found else None), sink.received
+    else:
+        raw, etag = await store.load()
+        found, size = raw is not None, len(raw or b"")
+        state = decode(raw, name=name, max_bytes=max_bytes, version=version) if raw else None
+    if found:
+        ctx.stats.state_objects_read += 1
+        ctx.stats.state_bytes = max(ctx.stats.state_bytes, size)
+    return state, etag, size
+
+
+async def open_unit(ctx: RunContext, store: StateStore, *, folder: str | None = None) -> Unit:
+    """Load a unit: the single state object (``folder`` None) or ``folder``'s shard.
+
+    Raises a ``StateError`` for an object that cannot be used (corrupt, too large,
+    bound to another source bucket) and a ``StorageError`` when S3 refuses the read.
+    """
+    cfg = ctx.config
+    version = STATE_VERSION if folder is None else SHARD_VERSION
+    state, etag, size = await load_state(ctx, store, version=version)
+    if state is not None:
+        check_source(state, cfg.source_bucket, name=store.name, force_rebind=cfg.force_rebind)
+    else:
+        state = State(version=version)
+        if folder is not None:
+            state.extra = {"prefix": cfg.prefix, "folder": folder}
+    budget = StateBudget(cfg.state_max_bytes, size)
+    return Unit(store, state, etag, budget, folder)
 
 
 async def _save(ctx: RunContext, store: StateStore, state: State, etag: str | None) -> int:
@@ -108,35 +91,33 @@ async def _save(ctx: RunContext, store: StateStore, state: State, etag: str | No
     updated_at = iso_utc(ctx.clock())
     if isinstance(store, StreamingStateStore):
         body = EncodedBody(state, updated_at)
-        _check_size(ctx, len(body))
+        _check_size(ctx, store, len(body))
         await store.save_stream(body, if_match=etag)
         return len(body)
     raw = encode(state, updated_at)
-    _check_size(ctx, len(raw))
+    _check_size(ctx, store, len(raw))
     await store.save(raw, if_match=etag)
     return len(raw)
 
 
-def _check_size(ctx: RunContext, size: int) -> None:
+def _check_size(ctx: RunContext, store: StateStore, size: int) -> None:
     """The last guard against a state later runs refuse (the budget keeps a run well
     below the cap; a merge with a state another run grew meanwhile can still cross it)."""
     cap = ctx.config.state_max_bytes
     if size > cap:
         raise StateTooLarge(
-            f"the state would be {size} bytes, over STATE_MAX_BYTES={cap}: not written "
+            f"{store.name} would be {size} bytes, over STATE_MAX_BYTES={cap}: not written "
             "(the files sent by this run are sent again by the next); raise "
-            "STATE_MAX_BYTES or split the state (a separate S3_STATE_KEY per prefix)"
+            "STATE_MAX_BYTES or split the state (STATE_LAYOUT=folders)"
         )
 
 
-async def write_state(
-    ctx: RunContext, store: StateStore, changes: StateChanges, etag: str | None
-) -> None:
+async def write_state(ctx: RunContext, unit: Unit, changes: StateChanges) -> None:
     """One conditional write; on conflict reload, merge, retry (bounded, jittered)."""
-    cfg = ctx.config
-    base = ctx.loaded
+    cfg, store = ctx.config, unit.store
+    base, etag = unit.state, unit.etag
     for attempt in range(1, cfg.state_write_attempts + 1):
-        ctx.stats.state_write_attempts = attempt
+        ctx.stats.state_write_attempts = max(ctx.stats.state_write_attempts, attempt)
         try:
             size = await _save(ctx, store, apply(base, changes), etag)
         except StateConflict as exc:
@@ -148,18 +129,21 @@ async def write_state(
                 raise
             await anyio.sleep(backoff(attempt))
             # The stale state is dropped before the fresh one is decoded.
-            base = ctx.loaded = State()
-            fresh, etag = await load_state(ctx, store)
-            base = ctx.loaded = fresh if fresh is not None else State()
+            version, extra = base.version, base.extra
+            base = unit.state = State()
+            fresh, etag, _ = await load_state(ctx, store, version=version)
+            base = unit.state = fresh if fresh is not None else State(version=version, extra=extra)
             # The writer that won may have bound the object to another bucket.
             check_source(base, cfg.source_bucket, name=store.name, force_rebind=cfg.force_rebind)
             continue
         ctx.stats.state_written = True
-        ctx.stats.state_bytes = size
+        ctx.stats.state_objects_written += 1
+        ctx.stats.state_bytes = max(ctx.stats.state_bytes, size)
         log.info(
             "state written",
             extra={
                 "event": "state_written",
+                "object": store.name,
                 "entries": len(base.files),
                 "bytes": size,
                 "attempts": attempt,
@@ -170,38 +154,53 @@ async def write_state(
 
 
 def run_changes(
-    ctx: RunContext, plan: Plan | None, cursor: dict[str, Any] | None, first: FirstRun | None
+    ctx: RunContext, unit: Unit, plan: Plan, cursor: dict[str, Any] | None, first: FirstRun | None
 ) -> StateChanges:
-    """What this run changes: accepted and marked entries, pruned keys, the cursor."""
+    """What this run changes in the single state object: accepted and marked entries,
+    pruned keys, the prefix's cursor."""
     cfg, stats = ctx.config, ctx.stats
-    changes = StateChanges(prefix=cfg.prefix, source_bucket=cfg.source_bucket, upserts=ctx.upserts)
-    complete = (
-        plan is not None
-        and not stats.truncated
+    changes = StateChanges(prefix=cfg.prefix, source_bucket=cfg.source_bucket, upserts=unit.upserts)
+    if unit.unseen is not None and pass_complete(ctx):
+        changes.removed = {key: unit.state.files[key].etag for key in unit.unseen}
+        stats.pruned = len(changes.removed)
+    changes.cursor = next_cursor(ctx, plan, cursor, first)
+    return changes
+
+
+def pass_complete(ctx: RunContext) -> bool:
+    """The run listed and handled everything it planned, without error."""
+    stats = ctx.stats
+    return (
+        not stats.truncated
         and ctx.fatal is None
         and stats.folder_errors == 0
         and all(p.complete for p in ctx.progress.values())
     )
-    if ctx.unseen is not None and complete:
-        changes.removed = {key: ctx.loaded.files[key].etag for key in ctx.unseen}
-        stats.pruned = len(changes.removed)
+
+
+def next_cursor(
+    ctx: RunContext, plan: Plan, cursor: dict[str, Any] | None, first: FirstRun | None
+) -> dict[str, Any] | None:
+    """The prefix's cursor after this run: None to leave it, ``{}`` to clear it."""
+    stats = ctx.stats
     # A first pass under INITIAL_SCAN that did not complete (a failed folder, a fatal
     # error, files held back) also saves a cursor: the policy must outlive it, or the
     # next run would send what this one was meant to mark.
     unfinished_first = first is not None and (
         ctx.fatal is not None or stats.folder_errors > 0 or stats.held_back > 0
     )
-    if plan is not None and (stats.truncated or unfinished_first):
+    if stats.truncated or unfinished_first:
         if stats.held_back and not stats.truncated:
             # Files of finished folders went unrecorded: the first pass starts over.
-            changes.cursor = _restart(plan.strategy)
+            new = _restart(plan.strategy)
         else:
-            changes.cursor = _cursor(ctx, plan, cursor)
+            new = _cursor(ctx, plan, cursor)
         if first is not None:
-            changes.cursor["initial_scan"] = first.cursor_text()
-    elif cursor is not None and ctx.fatal is None:
-        changes.cursor = {}  # the resumed pass is finished; next run starts afresh
-    return changes
+            new["initial_scan"] = first.cursor_text()
+        return new
+    if cursor is not None and ctx.fatal is None:
+        return {}  # the resumed pass is finished; next run starts afresh
+    return None
 
 
 def _cursor(ctx: RunContext, plan: Plan, cursor: dict[str, Any] | None) -> dict[str, Any]:

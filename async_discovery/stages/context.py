@@ -12,9 +12,9 @@ from ..config import Config
 from ..deadline import Deadline
 from ..errors import DiscoveryError
 from ..resume import ListingProgress
-from ..state import FileEntry, State
 from ..summary import RunStats
 from .decide import Tally
+from .units import Unit
 
 log = logging.getLogger("async_discovery")
 
@@ -31,13 +31,17 @@ class RunContext:
     tally: Tally
     deadline: Deadline
     clock: Callable[[], datetime]
-    loaded: State = dataclasses.field(default_factory=State)
-    upserts: dict[str, FileEntry] = dataclasses.field(default_factory=dict)
-    # Keys in state this run may prune: each one listed is discarded (None: no pruning).
-    unseen: set[str] | None = None
+    # The state units: the one state object (single layout) or the folders' shards
+    # loaded and not yet written (folders layout).
+    single: Unit | None = None
+    shards: dict[str, Unit] = dataclasses.field(default_factory=dict)
     # Per listing (folder name, or FLAT): how far its pages were handled.
     progress: dict[str, ListingProgress] = dataclasses.field(default_factory=dict)
     fatal: DiscoveryError | None = None
+
+    def unit_of(self, folder: str) -> Unit:
+        """The state unit a candidate of ``folder`` is recorded in."""
+        return self.single if self.single is not None else self.shards[folder]
 
     def fail(self, exc: DiscoveryError) -> None:
         """Record the first error that makes the run a 500; stages then take no new work."""

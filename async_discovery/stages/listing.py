@@ -10,30 +10,44 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
 import anyio
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..discovery import folder_prefix
-from ..errors import ListingError
+from ..errors import ListingError, StateError, StorageError
 from ..models import Page
 from ..ports import Lister
 from ..resume import ListingProgress
 from .classify import classify_page
 from .context import FLAT, RunContext
 from .plan import Job, Plan
+from .units import Unit
 
 log = logging.getLogger("async_discovery")
 
 
+OpenUnit = Callable[[Job], Awaitable[Unit]]
+Settled = Callable[[str], None]
+
+
 @dataclasses.dataclass(slots=True)
 class Listers:
-    """The list stage of one run: hands the plan's jobs to the listers in S3 order."""
+    """The list stage of one run: hands the plan's jobs to the listers in S3 order.
+
+    With ``open_unit`` (the folders layout) each folder's shard is loaded while its
+    first page is listed, and ``settled(folder)`` is called once every page of the
+    folder is listed and handled (the shard can then be written).
+    """
 
     ctx: RunContext
     lister: Lister
     plan: Plan
+    open_unit: OpenUnit | None = None
+    settled: Settled | None = None
 
     async def run(self, pages: MemoryObjectSendStream[Page]) -> None:
         """List every job (until stopping); closes ``pages`` when done."""
@@ -63,30 +77,84 @@ class Listers:
         ctx.progress[FLAT if job.folder is None else job.folder] = progress
         if ctx.stopping():
             return  # taken just as the run stopped: stays pending from start_after
+        failure: ListingError | StateError | StorageError | None = None
+        async with anyio.create_task_group() as tg:
+            unit = _Opening(self.open_unit, job, tg)
+            try:
+                finished = await self._pages(job, progress, unit, pages)
+            except (ListingError, StateError, StorageError) as exc:
+                failure = exc  # caught here: a task group would wrap it in a group
+        if failure is not None:
+            progress.failed = True
+            if job.folder is None:
+                ctx.fail(ListingError(f"the prefix could not be listed: {failure}"))
+            else:
+                ctx.stats.folder_errors += 1
+                if not isinstance(failure, ListingError):
+                    ctx.stats.warnings.append(f"folder {job.folder!r} not scanned: {failure}")
+            log.error(
+                "folder failed",
+                extra={"event": "listing_error", "folder": job.folder, "error": str(failure)},
+            )
+            return
+        if not finished:
+            return  # stopped between pages: the cursor keeps the folder pending
+        if self.settled is not None and job.folder is not None:
+            folder, settled = job.folder, self.settled
+            progress.on_complete = lambda: settled(folder)
+        progress.finish()
+
+    async def _pages(
+        self,
+        job: Job,
+        progress: ListingProgress,
+        unit: _Opening,
+        pages: MemoryObjectSendStream[Page],
+    ) -> bool:
+        """Stream the job's pages (the first waits for the folder's shard); True when
+        the listing was read to its end, False when the run stopped first."""
+        ctx = self.ctx
         prefix = ctx.config.prefix
         if job.folder is not None:
             prefix = folder_prefix(prefix, job.folder)
+        listing = self.lister.pages(
+            prefix, delimiter=job.folder is not None, start_after=job.start_after
+        )
+        async with aclosing(listing) as raws:
+            seq = 0
+            async for raw in raws:
+                await unit.ready()
+                page = classify_page(ctx, raw, job.folder, seq)
+                progress.listed(seq, page.last_key)
+                await pages.send(page)
+                seq += 1
+                if ctx.stopping():
+                    return False
+        await unit.ready()
+        return True
+
+
+class _Opening:
+    """A folder's shard being loaded next to the listing of its first page."""
+
+    def __init__(self, open_unit: OpenUnit | None, job: Job, tg: TaskGroup) -> None:
+        self._done = anyio.Event()
+        self._error: Exception | None = None
+        if open_unit is None or job.folder is None:
+            self._done.set()
+        else:
+            tg.start_soon(self._open, open_unit, job)
+
+    async def _open(self, open_unit: OpenUnit, job: Job) -> None:
         try:
-            listing = self.lister.pages(
-                prefix, delimiter=job.folder is not None, start_after=job.start_after
-            )
-            async with aclosing(listing) as raws:
-                seq = 0
-                async for raw in raws:
-                    page = classify_page(ctx, raw, job.folder, seq)
-                    progress.listed(seq, page.last_key)
-                    await pages.send(page)
-                    seq += 1
-                    if ctx.stopping():
-                        return
-            progress.listing_finished = True
-        except ListingError as exc:
-            progress.failed = True
-            if job.folder is None:
-                ctx.fail(ListingError(f"the prefix could not be listed: {exc}"))
-            else:
-                ctx.stats.folder_errors += 1
-            log.error(
-                "listing failed",
-                extra={"event": "listing_error", "folder": job.folder, "error": str(exc)},
-            )
+            await open_unit(job)
+        except (StateError, StorageError) as exc:
+            self._error = exc
+        finally:
+            self._done.set()
+
+    async def ready(self) -> None:
+        """Wait for the shard; raise what made it unusable."""
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error

@@ -42,6 +42,10 @@ class Plan:
     after_folder: str | None = None  # the last folder (in S3 order) a lister took
     discovered_until: str | None = None  # the last key or folder the discovery saw
     untaken: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    # Every folder the discovery saw (skipped ones too), and whether it saw them all:
+    # only then may the shards of vanished folders be deleted.
+    seen: set[str] = dataclasses.field(default_factory=set)
+    discovery_complete: bool = False
 
     def taken(self, job: Job) -> None:
         """A lister took ``job``: from now on its progress decides the cursor."""
@@ -62,6 +66,11 @@ async def make_plan(ctx: RunContext, lister: Lister, cursor: dict[str, Any] | No
         return Plan("flat", [Job(None, str(start) if start else None)])
     if cfg.list_strategy == "flat":
         return Plan("flat", [Job(None)])
+    if cfg.folders is not None:  # exactly these folders (a fan-out child)
+        names = sorted(f for f in cfg.folders if f not in cfg.skip_folders)
+        plan = Plan("folders", [Job(f) for f in names])
+        plan.untaken = {f: None for f in names}
+        return plan
     after = cursor.get("after_folder") if cursor else None
     until = cursor.get("discovered_until") if cursor else None
     plan = Plan("folders", [], str(after) if after else None, until or None)
@@ -96,7 +105,10 @@ async def _discover(ctx: RunContext, lister: Lister, plan: Plan) -> list[str] | 
     if not start and plan.after_folder is not None:
         start = cfg.prefix + plan.after_folder + "/"
     limit = cfg.folder_threshold if cfg.list_strategy == "auto" else None
+    if cfg.state_layout == "folders":
+        limit = None  # a shard per folder: always list folder by folder
     folders: list[str] = []
+    plan.discovery_complete = start is None
     listing = lister.pages(cfg.prefix, delimiter=True, start_after=start)
     async with aclosing(listing) as pages:
         async for raw in pages:
@@ -106,8 +118,10 @@ async def _discover(ctx: RunContext, lister: Lister, plan: Plan) -> list[str] | 
                     ctx.stats.count_ignored(Verdict.DEEP)
                 elif name in cfg.skip_folders:
                     ctx.tally.ignored(cp, Verdict.SKIPPED_FOLDER)  # never listed: once
+                    plan.seen.add(name)
                 else:
                     folders.append(name)
+                    plan.seen.add(name)
             # Top-level objects: listed only here, never by the folder listings.
             page = classify_page(ctx, RawPage(raw.objects, []), None, 0)
             account(ctx, page)
@@ -120,6 +134,7 @@ async def _discover(ctx: RunContext, lister: Lister, plan: Plan) -> list[str] | 
             seen = [page.last_key, *raw.common_prefixes[-1:]]
             plan.discovered_until = max(filter(None, seen), default=plan.discovered_until)
             if ctx.stopping():
+                plan.discovery_complete = False
                 break
     return folders
 

@@ -54,7 +54,7 @@ async def _send(ctx: RunContext, sender: Sender, batch: Batch) -> None:
         at = iso_utc(ctx.clock())
         for out in result.accepted:
             obj = out.obj
-            ctx.upserts[obj.key] = FileEntry(obj.etag, obj.size, out.folder, at)
+            ctx.unit_of(out.folder).upserts[obj.key] = FileEntry(obj.etag, obj.size, out.folder, at)
             ctx.tally.accepted(out)
             tickets[out.message_id].settle()
         for out, reason in result.rejected:

@@ -1,0 +1,26 @@
+"""Plain S3 object writes: run objects that are replaced whole, with no condition (the
+fan-out plan). State shards and the state object go through :class:`S3StateStore`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import StorageError
+from .errors import AWS_ERRORS, describe, error_code
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+
+async def put_json(client: S3Client, bucket: str, key: str, body: bytes) -> str:
+    """Write ``body`` (JSON) to ``s3://bucket/key``, replacing any object there; return
+    the new ETag. Raises :class:`StorageError` once botocore gives up."""
+    try:
+        resp = await client.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType="application/json"
+        )
+    except AWS_ERRORS as exc:
+        if error_code(exc) == "NoSuchBucket":
+            raise StorageError(f"state bucket {bucket!r} does not exist") from exc
+        raise StorageError(f"writing s3://{bucket}/{key} failed: {describe(exc)}") from exc
+    return str(resp.get("ETag", "")).strip('"')

@@ -1,0 +1,82 @@
+"""State units: the single state object, or one folder's shard, as a run holds it.
+
+A unit is loaded before its first candidate is decided and written (if it changed) once
+its last batch is settled; :mod:`.commit` does both. Under ``STATE_LAYOUT=single`` one
+unit holds every folder; under ``folders`` each listed folder has its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from datetime import datetime
+
+from ..models import ListedObject
+from ..ports import StateStore
+from ..state import FileEntry, State
+
+log = logging.getLogger("async_discovery")
+
+_HEADROOM = 1 << 20  # state bytes kept free for the cursor and top-level fields
+# An entry as the codec writes it, less its three strings: ',\n ' + ': {"status": "queued",
+# "etag": , "size": <up to 20 digits>, "folder": , "queued_at": "<ISO with µs>Z"}'.
+_ENTRY_OVERHEAD = 140
+_quoted = json.encoder.encode_basestring
+
+
+def _entry_bytes(key: str, etag: str, folder: str) -> int:
+    """One entry's size in the encoded state (an upper bound, within a few bytes)."""
+    return _ENTRY_OVERHEAD + sum(
+        len(_quoted(text).encode("utf-8", "surrogatepass")) for text in (key, etag, folder)
+    )
+
+
+class StateBudget:
+    """How much the state may still grow before it reaches ``STATE_MAX_BYTES``.
+
+    A state over the cap is one every later run refuses to load, so every file to
+    record (sent or marked) first takes its entry's encoded size from this budget: the
+    cap minus the state as loaded minus a headroom for the cursor and the top-level
+    fields (5% of the cap, at most 1 MiB). Once it is spent no new file is sent or
+    marked; those stay unrecorded, and a later run finds them again.
+    """
+
+    def __init__(self, cap: int, loaded_bytes: int) -> None:
+        self.cap = cap
+        self.room = cap - loaded_bytes - min(cap // 20, _HEADROOM)
+        self.full = False
+
+    def take(self, obj: ListedObject, folder: str, entry: FileEntry | None) -> bool:
+        """Room for recording ``obj`` (replacing ``entry``); False once the state is full."""
+        size = _entry_bytes(obj.key, obj.etag, folder)
+        if entry is not None:
+            size -= _entry_bytes(obj.key, entry.etag, entry.folder)
+        if self.room - size < 0:
+            if not self.full:
+                self.full = True
+                log.error("state full: no more files sent", extra={"event": "state_full"})
+            return False
+        self.room -= size
+        return True
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Unit:
+    """One state object as this run holds it, and what the run changes in it."""
+
+    store: StateStore
+    state: State  # as loaded (empty when the object did not exist)
+    etag: str | None  # of the object as loaded (None: it did not exist)
+    budget: StateBudget
+    folder: str | None = None  # the shard's folder (None: the single state object)
+    # Under a first-run policy: objects modified before this are marked, not sent.
+    mark_before: datetime | None = None
+    upserts: dict[str, FileEntry] = dataclasses.field(default_factory=dict)
+    # Keys in the unit this run may prune: each one listed is discarded (None: no pruning).
+    unseen: set[str] | None = None
+
+    @property
+    def existed(self) -> bool:
+        """True when the object existed when the run loaded it."""
+        return self.etag is not None
