@@ -1,5 +1,5 @@
 """The ``async-discovery`` command: ``scan``, ``plan``, ``sum``, ``demo``, ``seed``,
-``iam-policy``, ``doctor`` and ``bench``.
+``iam-policy``, ``doctor``, ``state migrate`` and ``bench``.
 
 Exit status of ``scan`` (SPEC): 0 when statusCode is 200, 3 when 207, 1 when 500 and 2
 for usage errors. The summary is one JSON line on stdout (``--output table``: a table for
@@ -237,6 +237,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(func=cmd_doctor, reads_config=True)
 
+    state = sub.add_parser(
+        "state",
+        help="manage the state objects (migrate between layouts)",
+        description="Manage the state objects of the configured prefix.",
+        formatter_class=formatter,
+        parents=common,
+    )
+    state_sub = state.add_subparsers(dest="state_command", metavar="COMMAND", required=True)
+    migrate = state_sub.add_parser(
+        "migrate",
+        help="convert the prefix's state between STATE_LAYOUT single and folders",
+        description="Convert the state of the configured prefix between the layouts of the "
+        "same S3_STATE_KEY (single: one object; folders: a shard per folder) without "
+        "losing an entry. Idempotent; the source object(s) stay in place; a target that "
+        "differs is refused (nothing written) unless --force. The cursor of a truncated "
+        "pass is not migrated. One line per target object (would write / wrote / same / "
+        "differs / failed); exit 0 when done, 1 when refused or failed. docs/operations.md.",
+        formatter_class=formatter,
+        parents=common,
+    )
+    _add_config_flags(migrate)
+    migrate.add_argument(
+        "--to",
+        required=True,
+        choices=("folders", "single"),
+        help=_help("the layout to write", None),
+    )
+    migrate.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=_help("say what would be written; write nothing", None),
+    )
+    migrate.add_argument(
+        "--force", action="store_true", help=_help("overwrite targets that differ", None)
+    )
+    migrate.add_argument(
+        "--output", choices=("text", "json"), default="text", help=_help("text or json", None)
+    )
+    migrate.set_defaults(func=cmd_state_migrate, reads_config=True)
+
     seed = sub.add_parser(
         "seed",
         help="put the demo's sample bucket and queue on a local endpoint (moto)",
@@ -455,6 +495,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     config = _config_from_args(args, "doctor")
     return run_cli(
         config, deep=args.deep, send_test_message=args.send_test_message, output=args.output
+    )
+
+
+def cmd_state_migrate(args: argparse.Namespace) -> int:
+    """``state migrate``: convert the prefix's state between layouts; exit 0/1."""
+    from .migrate import run_cli as run_migrate
+
+    # No queue is involved: dry_run=True makes SQS_QUEUE_URL optional (the migration's
+    # own --dry-run is args.dry_run).
+    config = _config_from_args(args, "state migrate", dry_run=True)
+    if isinstance(config, ConfigError):
+        return EXIT_FAILED
+    return run_migrate(
+        config, to=args.to, dry_run=args.dry_run, force=args.force, output=args.output
     )
 
 

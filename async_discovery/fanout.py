@@ -6,7 +6,8 @@ One Lambda function serves every step of ``deploy/statemachine/fanout.asl.json``
 - ``{"action": "plan"}`` (:func:`run_plan`): one ``Delimiter`` listing of the prefix
   finds its folders (skipped folders left out); they are written, in listing order, as
   a JSON array of ``{"folder": F}`` items to ``<state prefix>runs/<P>plan.json`` in the
-  state bucket, the Distributed Map's ``ItemReader`` source.
+  state bucket, the Distributed Map's ``ItemReader`` source. A first plan of the prefix
+  also fixes ``INITIAL_SCAN`` (:func:`fix_first_run`), so the children agree on it.
 - ``{"Items": [{"folder": F}, …], "BatchInput": {…}}`` (what ``ItemBatcher`` passes) or
   one item ``{"folder": F}`` (:func:`event_folders`): a scan of exactly those folders.
 - ``{"action": "sum", "summaries": [...]}`` (:func:`sum_summaries`): the Map's output,
@@ -24,14 +25,20 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from .aws import S3Lister, open_clients
+from .aws import S3Lister, S3StateObjects, open_clients
 from .aws.objects import put_json
 from .config import Config
+from .deadline import Deadline
 from .errors import DiscoveryError
 from .layout import runs_key
+from .messages import iso_utc
 from .runner import unexpected_error
+from .stages.context import RunContext
+from .stages.decide import Tally
+from .stages.shards import Shards
 from .summary import FAILED, OK, PARTIAL, RunStats, build_summary
 
 log = logging.getLogger("async_discovery")
@@ -55,6 +62,8 @@ COUNTERS = (
     "folder_errors",
     "held_back",
     "state_bytes",
+    "state_objects_read",
+    "state_objects_written",
 )
 _SHOWN_ERRORS = 3  # child errors quoted in the sum's ``error`` (the rest are counted)
 
@@ -167,6 +176,7 @@ async def run_plan(config: Config) -> dict[str, Any]:
     ``error``, and writes nothing.
     """
     started = time.perf_counter()
+    now = datetime.now(UTC)
     calls: Counter[str] = Counter()
     key = runs_key(config.state_prefix, config.prefix, PLAN_NAME)
     result: dict[str, Any] = {"statusCode": OK, "folders": 0}
@@ -174,8 +184,12 @@ async def run_plan(config: Config) -> dict[str, Any]:
         async with open_clients(config, calls) as clients:
             lister = S3Lister(clients.s3, config.source_bucket, page_size=config.list_page_size)
             folders = await list_folders(lister, config)
+            objects = S3StateObjects(clients.s3, config.state_bucket, config.state_max_bytes)
+            first = await fix_first_run(config, objects, now)
             await put_json(clients.s3, config.state_bucket, key, plan_body(folders))
         result["folders"] = len(folders)
+        if first is not None:
+            result["initial_scan"] = first
     except DiscoveryError as exc:
         result = {"statusCode": FAILED, "folders": 0, "error": str(exc)}
     except Exception as exc:
@@ -191,6 +205,19 @@ async def run_plan(config: Config) -> dict[str, Any]:
     )
     log.info("plan written", extra={"event": "plan_summary", **result})
     return result
+
+
+async def fix_first_run(config: Config, objects: S3StateObjects, now: datetime) -> str | None:
+    """Fix ``INITIAL_SCAN`` for the prefix before any child runs, as its first run
+    would (SPEC: "fixed by the prefix's first run or plan"): with no shard of the
+    prefix yet, ``<state prefix>runs/<P>initial.json`` records ``since:<T>`` (for
+    ``mark-existing``, T is the plan's start), so every child of this first fan-out
+    marks the same files. Returns the policy in force (``since:<T>``), or None for
+    ``all`` or when shards exist without one."""
+    stats = RunStats()
+    ctx = RunContext(config, stats, Tally(stats), Deadline(), lambda: now)
+    first = await Shards(ctx, objects).first_run(now)
+    return None if first is None else "since:" + iso_utc(first.mark_before)
 
 
 def sum_summaries(children: Any) -> dict[str, Any]:

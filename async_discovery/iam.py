@@ -20,11 +20,19 @@ AWS library and calls no AWS API. What the scanner does, and so what it needs:
   that listing shows it absent. The policy therefore grants ``s3:ListBucket`` on the
   state bucket with ``s3:prefix`` = the state key (no unconditional ListBucket).
 - ``SendMessageBatch`` is authorised by ``sqs:SendMessage`` on the queue ARN.
+- With ``STATE_LAYOUT=folders`` the state is many objects of the prefix ``P``: the
+  shards under ``<state prefix>folders/<P>`` and the run objects (cursor, first-run
+  record, fan-out plan) under ``<state prefix>runs/<P>``. Both key prefixes get
+  ``s3:GetObject``, ``s3:PutObject`` and ``s3:DeleteObject`` (a finished pass deletes
+  its cursor, a complete run the shard of a vanished folder), and ``s3:ListBucket``
+  with ``s3:prefix`` = each of them: the run lists the shards to tell a first run and
+  to find vanished folders, and the 403-vs-404 rule lists the exact key read.
 
 ``async-discovery doctor`` needs two things more, which a scan never does
 (``build_policy(..., doctor=True)``, ``iam-policy --doctor``): ``s3:PutObject`` and
-``s3:DeleteObject`` on one probe object beside the state (:func:`probe_key`: the state
-key + ``.doctor-probe``), where it tries conditional writes, and
+``s3:DeleteObject`` on one probe object beside the state (:func:`doctor_probe_key`: the
+state key + ``.doctor-probe``; under ``folders``, ``<state prefix>runs/<P>doctor-probe``),
+where it tries conditional writes, and
 ``sqs:GetQueueAttributes`` on the queue. Without them the doctor skips those checks with
 a warning. :func:`grant` words one grant of a policy the way the doctor reports a
 denied call.
@@ -38,6 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import Config
+from .layout import runs_key, shards_prefix
 
 POLICY_VERSION = "2012-10-17"
 PROBE_SUFFIX = ".doctor-probe"
@@ -159,8 +168,27 @@ class Policy:
 
 
 def probe_key(state_key: str) -> str:
-    """The doctor's probe object: beside the state, never the state itself."""
+    """The doctor's probe object of the single layout: beside the state, never the state
+    itself."""
     return state_key + PROBE_SUFFIX
+
+
+def doctor_probe_key(config: Config) -> str:
+    """The doctor's probe object for ``config``'s layout: :func:`probe_key` of the state
+    key, or under ``folders`` the run object ``doctor-probe`` of the prefix (never a
+    shard: run objects live apart from the shards)."""
+    if config.state_layout == "folders":
+        return runs_key(config.state_prefix, config.prefix, "doctor-probe")
+    return probe_key(config.state_key)
+
+
+def state_key_prefixes(config: Config) -> list[str]:
+    """The key prefixes of the state objects under ``folders``: the prefix's shards and
+    its run objects."""
+    return [
+        shards_prefix(config.state_prefix, config.prefix),
+        runs_key(config.state_prefix, config.prefix, ""),
+    ]
 
 
 def build_policy(config: Config, *, region: str | None = None, doctor: bool = False) -> Policy:
@@ -174,14 +202,23 @@ def build_policy(config: Config, *, region: str | None = None, doctor: bool = Fa
     notes = list(arn.notes) if arn else []
     partition = arn.partition if arn else partition_of(region or "")
     s3 = f"arn:{partition}:s3:::"
-    state_key = _s3_escape(config.state_key)
+    folders = config.state_layout == "folders"
+    # The state keys as IAM patterns: the one object, or under ``folders`` the shards'
+    # and run objects' key prefixes (each then also the s3:prefix of a listing).
+    state_raw = state_key_prefixes(config) if folders else [config.state_key]
+    state_keys = [_s3_escape(key) + ("*" if folders else "") for key in state_raw]
     statements: list[dict[str, Any]] = []
     # Listing: the scanned prefix (and the folders under it); in the same bucket, also
-    # exactly the state key, the listing that tells "no state yet" from "forbidden".
+    # the state keys, the listings that tell "no state yet" from "forbidden" (and under
+    # ``folders`` find the prefix's shards).
     source_prefixes = [_s3_escape(config.prefix) + "*"] if config.prefix else []
     same_bucket = config.state_bucket == config.source_bucket
-    if same_bucket and source_prefixes and not config.state_key.startswith(config.prefix):
-        source_prefixes.append(state_key)
+    if same_bucket and source_prefixes:
+        source_prefixes += [
+            pattern
+            for raw, pattern in zip(state_raw, state_keys, strict=True)
+            if not raw.startswith(config.prefix)
+        ]
     list_source: dict[str, Any] = {
         "Sid": SID_LIST_SOURCE,
         "Effect": "Allow",
@@ -195,8 +232,8 @@ def build_policy(config: Config, *, region: str | None = None, doctor: bool = Fa
         {
             "Sid": SID_STATE,
             "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject"],
-            "Resource": f"{s3}{config.state_bucket}/{state_key}",
+            "Action": ["s3:GetObject", "s3:PutObject", *(["s3:DeleteObject"] if folders else [])],
+            "Resource": _one_or_list([f"{s3}{config.state_bucket}/{key}" for key in state_keys]),
         }
     )
     if not same_bucket:
@@ -206,7 +243,7 @@ def build_policy(config: Config, *, region: str | None = None, doctor: bool = Fa
                 "Effect": "Allow",
                 "Action": "s3:ListBucket",
                 "Resource": s3 + config.state_bucket,
-                "Condition": {"StringLike": {"s3:prefix": [state_key]}},
+                "Condition": {"StringLike": {"s3:prefix": state_keys}},
             }
         )
     if arn is not None and not config.dry_run:
@@ -224,7 +261,7 @@ def build_policy(config: Config, *, region: str | None = None, doctor: bool = Fa
                 "Sid": SID_PROBE,
                 "Effect": "Allow",
                 "Action": ["s3:PutObject", "s3:DeleteObject"],
-                "Resource": f"{s3}{config.state_bucket}/{_s3_escape(probe_key(config.state_key))}",
+                "Resource": f"{s3}{config.state_bucket}/{_s3_escape(doctor_probe_key(config))}",
             }
         )
         if arn is not None:
@@ -240,6 +277,10 @@ def build_policy(config: Config, *, region: str | None = None, doctor: bool = Fa
     return Policy(document=document, queue=arn, notes=tuple(notes))
 
 
+def _one_or_list(items: list[str]) -> str | list[str]:
+    return items[0] if len(items) == 1 else items
+
+
 def grant(policy: Policy, sid: str, action: str | None = None) -> str:
     """The grant ``sid`` of ``policy`` in words, e.g. ``s3:GetObject on
     arn:aws:s3:::bucket/state/processed_files.json``; ``action`` picks one of its actions.
@@ -252,7 +293,10 @@ def grant(policy: Policy, sid: str, action: str | None = None) -> str:
             actions = action
         elif not isinstance(actions, str):
             actions = ", ".join(actions)
-        text = f"{actions} on {statement['Resource']}"
+        resource = statement["Resource"]
+        if not isinstance(resource, str):
+            resource = " and ".join(resource)
+        text = f"{actions} on {resource}"
         prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
         if prefixes:
             text += " with s3:prefix " + " or ".join(prefixes)

@@ -54,6 +54,11 @@ def decode(
 _MORE: Any = object()  # a parse step needs more input
 
 
+def _closed() -> Any:
+    """The parse step of a closed decoder (a plain function: no cycle back to it)."""
+    raise ValueError("the state decoder is closed")
+
+
 class StateDecoder:
     """Incremental decoder of a state object: ``feed(chunk)`` as bytes arrive, then
     ``close()`` for the :class:`State`.
@@ -121,7 +126,20 @@ class StateDecoder:
             raise StateCorrupt(f"state object {self.name} is not valid JSON: {exc}") from exc
 
     def close(self) -> State:
-        """The decoded state, once all bytes were fed."""
+        """The decoded state, once all bytes were fed.
+
+        The decoder then lets go of what it built: ``_step`` holds a bound method of the
+        decoder (a reference cycle), so anything it still held would wait for the cycle
+        collector, and a run reading shard after shard would pile them up.
+        """
+        try:
+            return self._close()
+        finally:
+            self._step = _closed
+            self._files, self._doc, self._value = Files(), {}, None
+            self._text, self._shared, self._whole = "", {}, None
+
+    def _close(self) -> State:
         try:
             if self._utf8 is None and self._whole is None:
                 self._choose()

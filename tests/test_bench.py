@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import pytest
 
 from async_discovery.cli import main
+from async_discovery.layout import runs_key, shard_key, state_prefix
+from async_discovery.summary import RunStats
+
+from .helpers import MotoEnv, scan
+from .operator_support import candidate_budget
 
 
 @pytest.mark.slow
@@ -63,3 +69,102 @@ def test_bench_subcommand_is_registered() -> None:
 
     args = build_parser().parse_args(["bench", "--files", "10", "--sweep"])
     assert args.files == 10 and args.sweep and args.latency_ms == 20.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_folders_layout_and_state_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--state-layout folders``: the scanner reads a shard per listed folder (plus the
+    cursor object) and writes only the changed shards, the floor does the same requests;
+    ``--state-cost``: a one-file change reads every listed shard but writes one."""
+    code = main(
+        [
+            "bench",
+            "--files", "60", "--folders", "3", "--reps", "1", "--sequential-reps", "0",
+            "--latency-ms", "0", "--json", "--no-progress", "--state-layout", "folders",
+            "--state-cost", "--state-cost-files", "2000", "--state-cost-folders", "10",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["setup"]["state_layout"] == "folders"
+    # The 1% incremental change (one file) falls in one folder: one shard written.
+    expected = {"cold": (60, 3), "warm": (0, 0), "incremental": (1, 1)}
+    for name, (new, shards_written) in expected.items():
+        sc = doc["scenarios"][name]
+        scanner, floor = sc["scanner"], sc["floor"]
+        assert scanner["status"] == [200] and scanner["queued"] == new
+        assert scanner["listed"] == floor["listed"]
+        assert floor["api_calls"]["GetObject"] >= 3  # a shard per listed folder
+        assert scanner["api_calls"]["GetObject"] == floor["api_calls"]["GetObject"] + 1
+        assert scanner["api_calls"].get("PutObject", 0) == shards_written
+        assert floor["api_calls"].get("PutObject", 0) == shards_written
+        assert sc["state_objects_written"] == shards_written
+        assert all(v["ok"] for v in sc["api_minimum"].values()), sc["api_minimum"]
+    cost = doc["state_cost"]
+    single, folders = cost["single"], cost["folders"]
+    assert single["api_calls"] == {"GetObject": 1, "PutObject": 1}
+    assert folders["api_calls"] == {"GetObject": 10, "PutObject": 1}
+    assert (single["objects_written"], folders["objects_written"]) == (1, 1)
+    assert folders["state_objects_total"] == 10
+    # Every folder is listed, so every shard is read: about the single object's bytes.
+    assert abs(folders["bytes_read"] - single["bytes_read"]) < single["bytes_read"] * 0.05
+    # One shard of ten written.
+    assert folders["bytes_written"] < single["bytes_written"] / 5
+    assert single["bytes_written"] >= single["bytes_read"] > 0
+    assert cost["ratio"]["bytes_written"] == folders["bytes_written"] / single["bytes_written"]
+
+
+# -- the truncated-run sequence under STATE_LAYOUT=folders -------------------------------
+
+# 400 files in 10 folders; scripts/measure_truncated.py runs the same at 2,000 files.
+TRUNCATED_FOLDERS = {**{f"f{i:02d}": 20 for i in range(9)}, "big": 220}
+PER_INVOCATION = 60  # candidates one invocation considers before its deadline
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_truncated_runs_under_folders_cover_every_file_once(
+    env: MotoEnv, bucket: str, queue_url: str
+) -> None:
+    """Repeated runs, each cut short by its deadline, over 400 files in 10 folders, one
+    of them (220 files) larger than an invocation can finish: the sequence takes at
+    least five invocations, sends every file exactly once (none skipped, none twice) and
+    leaves every folder's shard complete and no cursor behind."""
+    keys = [f"incoming/{f}/{i:04d}.csv" for f, n in TRUNCATED_FOLDERS.items() for i in range(n)]
+    env.put_many(bucket, keys)
+    config = env.config(
+        bucket,
+        queue_url,
+        state_layout="folders",
+        list_page_size=20,
+        workers=1,
+        list_concurrency=1,
+    )
+    cursor_key = runs_key(state_prefix(config.state_key), "incoming/", "cursor.json")
+    queued: list[int] = []
+    big_cut_inside = False  # a run stopped inside the big folder and the next went on
+    while True:
+        stats = RunStats()
+        summary = await scan(config, stats=stats, deadline=candidate_budget(stats, PER_INVOCATION))
+        assert summary["statusCode"] == 200, summary
+        queued.append(summary["queued"])
+        if not summary["truncated"]:
+            break
+        assert summary["queued"] > 0, "a truncated run made no progress"
+        cursor = env.state(bucket, cursor_key)
+        assert cursor is not None
+        pending = cursor["cursor"]["pending"]
+        big_cut_inside |= pending.get("big") is not None
+        assert len(queued) < 40, "no complete pass"
+    sent = Counter(body["key"] for body in env.bodies(queue_url))
+    assert len(queued) >= 5
+    assert big_cut_inside
+    assert sent == Counter(keys)  # every file, each exactly once
+    assert sum(queued) == len(keys)
+    assert env.state(bucket, cursor_key) is None
+    for folder in TRUNCATED_FOLDERS:
+        shard = env.state(bucket, shard_key(state_prefix(config.state_key), "incoming/", folder))
+        assert shard is not None
+        assert sorted(shard["files"]) == [k for k in keys if k.startswith(f"incoming/{folder}/")]
+    print(f"truncated sequence: {len(queued)} invocations, queued per run {queued}")

@@ -250,7 +250,17 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     subs = _subcommands(build_parser())
-    assert set(subs) == {"scan", "demo", "seed", "iam-policy", "bench", "doctor"}
+    assert set(subs) == {
+        "scan",
+        "demo",
+        "seed",
+        "iam-policy",
+        "bench",
+        "doctor",
+        "plan",
+        "sum",
+        "state",
+    }
     for name in subs:
         with pytest.raises(SystemExit) as info:
             main([name, "--help"])

@@ -1,5 +1,5 @@
 """Every module, and every public class, function and method of the package, has a
-docstring (issue 5: "public functions have docstrings"; mypy --strict covers the types)."""
+docstring (mypy --strict covers the types)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from async_discovery.cli import main
 from async_discovery.config import DEFAULT_STATE_KEY
 from async_discovery.handler import lambda_handler
 from async_discovery.iam import probe_key
+from async_discovery.layout import runs_key, shard_key
 from async_discovery.testing.fault_proxy import (
     FaultProxy,
     ProxiedRequest,
@@ -44,6 +45,8 @@ CONFIG_VARS = (
     "STATE_MAX_BYTES",
     "MAX_ATTEMPTS",
     "LOG_LEVEL",
+    "STATE_LAYOUT",
+    "INITIAL_SCAN",
 )
 CHECKS = [
     "configuration",
@@ -429,3 +432,134 @@ def test_all_ok_against_seaweedfs(
     assert "the first 6 keys agree" in checks["listing continuation"]["found"]
     assert split.state_bytes(bucket) == state
     assert split.state_bytes(bucket, probe_key(DEFAULT_STATE_KEY)) is None
+
+
+# -- STATE_LAYOUT=folders: the prefix's shards and run objects --------------------------
+
+SP = "state/processed_files/"  # the state prefix of the default S3_STATE_KEY
+
+
+def shard_objects(env: MotoEnv, bucket: str) -> dict[str, bytes]:
+    resp = env.s3.list_objects_v2(Bucket=bucket, Prefix=SP)
+    return {
+        item["Key"]: env.state_bytes(bucket, item["Key"]) or b""
+        for item in resp.get("Contents", [])
+    }
+
+
+@pytest.fixture
+def sharded(
+    env: MotoEnv, bucket: str, queue_url: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """A bucket scanned with STATE_LAYOUT=folders (shards of sales and hr)."""
+    monkeypatch.setenv("STATE_LAYOUT", "folders")
+    env.put_many(bucket, KEYS)
+    config = env.config(bucket, queue_url, state_layout="folders")
+    assert anyio.run(functools.partial(scan, config))["queued"] == 4
+    return {"bucket": bucket, "queue_url": queue_url}
+
+
+def test_folders_layout_reads_the_shards_and_probes_beside_them(
+    env: MotoEnv, sharded: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bucket = sharded["bucket"]
+    before = shard_objects(env, bucket)
+    assert sorted(before) == [shard_key(SP, "incoming/", f) for f in ("hr", "sales")]
+    code, checks = doctor(capsys, env.endpoint, sharded)
+    assert code == 0, checks
+    assert all(c["status"] == "ok" for c in checks.values())
+    found = checks["state"]["found"]
+    assert found.startswith(f"s3://{bucket}/{SP}folders/incoming/: 2 shards, the largest ")
+    assert "the 2 largest read: 4 entries" in found
+    probe = runs_key(SP, "incoming/", "doctor-probe")
+    assert f"probe s3://{bucket}/{probe}:" in checks["conditional writes"]["found"]
+    assert f"{SP} (STATE_LAYOUT=folders)" in checks["configuration"]["found"]
+    assert shard_objects(env, bucket) == before  # shards untouched, probe deleted
+
+
+def test_folders_layout_without_shards_is_a_first_run(
+    env: MotoEnv,
+    bucket: str,
+    queue_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STATE_LAYOUT", "folders")
+    env.put(bucket, "incoming/a/1.csv")
+    code, checks = doctor(capsys, env.endpoint, {"bucket": bucket, "queue_url": queue_url})
+    assert code == 0
+    assert (
+        "no shard yet: the first scan creates them (INITIAL_SCAN=all)" in (checks["state"]["found"])
+    )
+    assert shard_objects(env, bucket) == {}
+
+
+def test_folders_layout_largest_shard_against_the_cap(
+    env: MotoEnv,
+    sharded: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    largest = max(len(body) for body in shard_objects(env, sharded["bucket"]).values())
+    monkeypatch.setenv("STATE_MAX_BYTES", str(int(largest * 1.1)))
+    code, checks = doctor(capsys, env.endpoint, sharded)
+    assert (code, checks["state"]["status"]) == (0, "warn")
+    assert "STATE_MAX_BYTES" in checks["state"]["fix"]
+    monkeypatch.setenv("STATE_MAX_BYTES", str(largest - 1))
+    code, checks = doctor(capsys, env.endpoint, sharded)
+    assert (code, checks["state"]["status"]) == (1, "fail")
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "said"),
+    [
+        (
+            shard_key(SP, "incoming/", "hr"),
+            b'{"version": 1, "files": {}, "pad": "xxxxxxxxxx"}',
+            "version",
+        ),
+        (
+            runs_key(SP, "incoming/", "initial.json"),
+            b'{"version": 2, "initial_scan": "all"}',
+            "initial_scan",
+        ),
+        (runs_key(SP, "incoming/", "cursor.json"), b'{"version": 2, "cursor": 7}', "cursor"),
+    ],
+    ids=["shard-not-version-2", "bad-initial", "bad-cursor"],
+)
+def test_folders_layout_unusable_state_object_fails(
+    env: MotoEnv,
+    sharded: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    body: bytes,
+    said: str,
+) -> None:
+    if name.endswith("hr.json"):  # the largest shard, so among those read
+        body = body.replace(b"xxxxxxxxxx", b"x" * 2000)
+    env.s3.put_object(Bucket=sharded["bucket"], Key=name, Body=body)
+    code, checks = doctor(capsys, env.endpoint, sharded)
+    assert (code, checks["state"]["status"]) == (1, "fail")
+    assert name in checks["state"]["found"] and said in checks["state"]["found"]
+    assert env.state_bytes(sharded["bucket"], name) == body
+
+
+def test_folders_layout_names_the_run_objects(
+    env: MotoEnv, sharded: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cursor = {"strategy": "folders", "pending": {"sales": None}, "after_folder": "sales"}
+    env.s3.put_object(
+        Bucket=sharded["bucket"],
+        Key=runs_key(SP, "incoming/", "cursor.json"),
+        Body=json.dumps({"version": 2, "prefix": "incoming/", "cursor": cursor}).encode(),
+    )
+    env.s3.put_object(
+        Bucket=sharded["bucket"],
+        Key=runs_key(SP, "incoming/", "initial.json"),
+        Body=b'{"version": 2, "initial_scan": "since:2026-01-01T00:00:00Z"}',
+    )
+    code, checks = doctor(capsys, env.endpoint, sharded)
+    assert code == 0, checks
+    found = checks["state"]["found"]
+    assert "initial.json: INITIAL_SCAN=since:2026-01-01T00:00:00Z" in found
+    assert "cursor.json: a truncated pass continues from it" in found

@@ -4,21 +4,24 @@ first-run behaviour that the policy relies on (a missing state object read as 40
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from async_discovery.cli import main
-from async_discovery.config import Config
+from async_discovery.config import DEFAULT_STATE_KEY, Config, parse_initial_scan
 from async_discovery.iam import (
     SID_LIST_SOURCE,
     SID_PROBE,
     SID_STATE,
     build_policy,
+    doctor_probe_key,
     grant,
     probe_key,
     queue_arn,
 )
+from async_discovery.layout import shard_key, state_prefix
 from async_discovery.testing.fault_proxy import FaultProxy, Rule, S3Error
 
 from .helpers import MotoEnv, scan
@@ -332,3 +335,120 @@ async def test_403_when_the_key_check_is_denied_too_names_the_fix(
     assert summary["statusCode"] == 500
     assert "iam-policy" in summary["error"] and "s3:ListBucket" in summary["error"]
     assert env.bodies(queue_url) == [] and env.state(bucket) is None
+
+
+# -- STATE_LAYOUT=folders: the shards' and run objects' key prefixes ---------------------
+
+
+def test_folders_policy_grants_the_shard_and_run_prefixes() -> None:
+    st = statements(build_policy(cfg(state_layout="folders", state_bucket="state-bkt")).document)
+    assert st["ReadWriteStateObject"]["Action"] == [
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+    ]
+    assert st["ReadWriteStateObject"]["Resource"] == [
+        "arn:aws:s3:::state-bkt/state/processed_files/folders/incoming/*",
+        "arn:aws:s3:::state-bkt/state/processed_files/runs/incoming/*",
+    ]
+    assert st["ListStateKey"]["Resource"] == "arn:aws:s3:::state-bkt"
+    assert st["ListStateKey"]["Condition"] == {
+        "StringLike": {
+            "s3:prefix": [
+                "state/processed_files/folders/incoming/*",
+                "state/processed_files/runs/incoming/*",
+            ]
+        }
+    }
+    # The single layout's object is not granted: the folders layout never reads it.
+    assert "processed_files.json" not in json.dumps(st)
+    # In the source bucket, the listing grant carries the state prefixes too.
+    same = statements(build_policy(cfg(state_layout="folders", state_key="s/")).document)
+    assert same["ListSourcePrefix"]["Condition"]["StringLike"]["s3:prefix"] == [
+        "incoming/*",
+        "s/folders/incoming/*",
+        "s/runs/incoming/*",
+    ]
+    assert "ListStateKey" not in same
+
+
+def test_folders_doctor_probe_is_a_run_object() -> None:
+    config = cfg(state_layout="folders")
+    assert doctor_probe_key(config) == "state/processed_files/runs/incoming/doctor-probe"
+    assert doctor_probe_key(cfg()) == probe_key("state/processed_files.json")
+    policy = build_policy(config, doctor=True)
+    assert grant(policy, SID_PROBE) == (
+        "s3:PutObject, s3:DeleteObject on "
+        "arn:aws:s3:::src-bucket/state/processed_files/runs/incoming/doctor-probe"
+    )
+    assert grant(policy, SID_STATE, "s3:DeleteObject") == (
+        "s3:DeleteObject on arn:aws:s3:::src-bucket/state/processed_files/folders/incoming/* "
+        "and arn:aws:s3:::src-bucket/state/processed_files/runs/incoming/*"
+    )
+
+
+def _iam_match(pattern: str, value: str) -> bool:
+    """IAM's StringLike / resource matching: ``*`` any run, ``?`` one character."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.DOTALL) is not None
+
+
+def _allowed(policy: dict[str, Any], action: str, resource: str, prefix: str | None) -> bool:
+    for st in policy["Statement"]:
+        actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+        resources = [st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]
+        if action not in actions or not any(_iam_match(r, resource) for r in resources):
+            continue
+        prefixes = st.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+        if prefixes is None or any(_iam_match(p, prefix or "") for p in prefixes):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("separate_state_bucket", [False, True])
+async def test_folders_policy_covers_every_s3_call_of_a_scan(
+    env: MotoEnv, bucket: str, queue_url: str, proxy: FaultProxy, separate_state_bucket: bool
+) -> None:
+    """Every S3 request of folders-layout runs (first run with INITIAL_SCAN, shard
+    writes, pruning a vanished folder's shard, a first read answered 403) is allowed by
+    the printed policy."""
+    state_bucket = env.new_bucket() if separate_state_bucket else bucket
+    for key in ("incoming/a/1.csv", "incoming/b/1.csv", "incoming/gone/1.csv"):
+        env.put(bucket, key)
+    config = env.config(
+        bucket,
+        queue_url,
+        endpoint_url=proxy.url,
+        state_layout="folders",
+        state_bucket=state_bucket,
+        initial_scan=parse_initial_scan("since:2000-01-01T00:00:00Z", []),
+    )
+    # Without s3:ListBucket on the key, S3 answers a missing shard's GetObject with 403.
+    proxy.inject(
+        S3Error("AccessDenied", 403, "Access Denied"),
+        "GetObject",
+        when=lambda r: (r.key or "").endswith("/a.json"),
+        times=1,
+    )
+    assert (await scan(config))["statusCode"] == 200
+    env.s3.delete_object(Bucket=bucket, Key="incoming/gone/1.csv")
+    env.put(bucket, "incoming/a/2.csv")
+    second = await scan(config)
+    assert second["statusCode"] == 200
+    gone = shard_key(state_prefix(DEFAULT_STATE_KEY), "incoming/", "gone")
+    assert env.state(state_bucket, gone) is None  # pruned: a DeleteObject
+    policy = build_policy(config).document
+    calls = [r for r in proxy.requests if r.service == "s3"]
+    assert {r.operation for r in calls} >= {
+        "ListObjectsV2",
+        "GetObject",
+        "PutObject",
+        "DeleteObject",
+    }
+    for r in calls:
+        need: tuple[str, str, str | None]
+        if r.operation == "ListObjectsV2":
+            need = ("s3:ListBucket", f"arn:aws:s3:::{r.bucket}", r.query.get("prefix", ""))
+        else:
+            need = (f"s3:{r.operation}", f"arn:aws:s3:::{r.bucket}/{r.key}", None)
+        assert _allowed(policy, *need), need

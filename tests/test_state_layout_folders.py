@@ -278,7 +278,7 @@ async def test_shard_writes_are_conditional_and_merge_on_conflict(
     await scan(config)
     env.put(bucket, f"{P}a/new.csv")
     other = {"version": 2, "files": {f"{P}a/other.csv": {"status": "queued", "etag": "e"}}}
-    fired = []
+    fired: list[bool] = []
 
     def interfere(request: Any) -> bool:
         if request.operation == "PutObject" and not fired:

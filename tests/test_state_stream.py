@@ -3,9 +3,11 @@ S3 store's streaming methods against moto (the stored bytes are exactly the enco
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import random
+import sys
 
 import pytest
 
@@ -153,3 +155,23 @@ async def test_s3_store_streams_the_state_both_ways(env: MotoEnv, bucket: str) -
         small = S3StateStore(clients.s3, bucket, DEFAULT_STATE_KEY, 100)
         with pytest.raises(StateTooLarge, match="STATE_MAX_BYTES=100"):
             await small.load_into(StateDecoder(name=store.name))
+
+
+def test_a_decoded_state_is_freed_once_dropped_without_the_cycle_collector() -> None:
+    """A run that reads shard after shard drops each decoded shard as it goes: the
+    decoder must not keep its entries in a reference cycle that only the cycle collector
+    frees (peak memory would then follow every shard read, not the shards in flight)."""
+    raw = encode(sample_state(), "2026-11-25T00:00:00Z")
+    gc.collect()
+    gc.disable()
+    try:
+        decoder = StateDecoder(name="s3://b/k")
+        decoder.feed(raw)
+        files = decoder.close().files
+        del decoder
+        # Only this frame's name refers to the entries (getrefcount adds its argument).
+        assert sys.getrefcount(files) == 2
+        files = decode(raw, name="s3://b/k").files
+        assert sys.getrefcount(files) == 2
+    finally:
+        gc.enable()

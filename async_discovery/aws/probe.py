@@ -177,6 +177,25 @@ class Probe:
             raise _translate("ListObjectsV2", exc) from exc
         return keys[:limit]
 
+    async def list_sizes(
+        self, bucket: str, prefix: str, *, limit: int
+    ) -> tuple[list[tuple[str, int]], bool]:
+        """The keys directly under ``prefix`` (``Delimiter=/``) with their sizes, ``limit``
+        at most, and whether more were left unlisted."""
+        found: list[tuple[str, int]] = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+        try:
+            async for page in pages:
+                found.extend(
+                    (item["Key"], int(item.get("Size", 0))) for item in page.get("Contents", ())
+                )
+                if len(found) > limit:
+                    return found[:limit], True
+        except AWS_ERRORS as exc:
+            raise _translate("ListObjectsV2", exc) from exc
+        return found, False
+
     async def listed(self, bucket: str, key: str) -> bool:
         """True when a listing of exactly ``key`` (``Prefix=key``, one key) shows it."""
         try:
@@ -185,11 +204,13 @@ class Probe:
             raise _translate("ListObjectsV2", exc) from exc
         return any(item.get("Key") == key for item in resp.get("Contents", ()))
 
-    async def load_state(self, sink: StateSink) -> tuple[bool, str | None]:
-        """The state object fed to ``sink``, read as a scan reads it
-        (:meth:`S3StateStore.load_into`: its errors, its 403-then-list rule)."""
+    async def load_state(self, sink: StateSink, key: str | None = None) -> tuple[bool, str | None]:
+        """The state object (or the state object at ``key``: a shard, a run object) fed to
+        ``sink``, read as a scan reads it (:meth:`S3StateStore.load_into`: its errors, its
+        403-then-list rule)."""
         config = self.config
-        store = S3StateStore(self.s3, config.state_bucket, config.state_key, config.state_max_bytes)
+        key = config.state_key if key is None else key
+        store = S3StateStore(self.s3, config.state_bucket, key, config.state_max_bytes)
         return await store.load_into(sink)
 
     async def put(

@@ -8,6 +8,7 @@ Modules (one import direction: seed/references/servers <- child/scenarios <- her
 - :mod:`.references`: the sequential design and the floor;
 - :mod:`.child`: one measured run in a fresh process (wall, CPU, peak RSS);
 - :mod:`.scenarios`: cold, warm and incremental, the sweep and the memory runs;
+- :mod:`.state_cost`: the state work of a one-file change on synthetic state, per layout;
 - :mod:`.report`: the progress line and the tables.
 """
 
@@ -88,6 +89,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "sequential_reps": min(args.sequential_reps, args.reps),
             "floor_concurrency": args.floor_concurrency,
             "fifo": args.fifo,
+            "state_layout": args.state_layout,
             "tuning": tuning,
             "moto_patch": not args.stock_moto and not args.endpoint_url,
             "machine": _machine(),
@@ -95,7 +97,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     }
     scenarios = [s for s in args.scenarios.split(",") if s]
     with _servers(args) as servers:
-        bench = Bench(servers, progress, tuning, fifo=args.fifo)
+        bench = Bench(servers, progress, tuning, fifo=args.fifo, state_layout=args.state_layout)
         try:
             if scenarios:
                 doc["scenarios"] = run_scenarios(
@@ -124,6 +126,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     state_files=args.memory_state_files,
                     reps=args.memory_reps,
                 )
+            if args.state_cost:
+                from .state_cost import run_state_cost
+
+                doc["state_cost"] = run_state_cost(
+                    bench,
+                    files=args.state_cost_files,
+                    folders=args.state_cost_folders,
+                    reps=args.state_cost_reps,
+                    listed=args.state_cost_listed,
+                )
         finally:
             bench.close()
             progress.done()
@@ -139,6 +151,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     if "memory" in doc:
         sys.stdout.write("\n" + report.memory_table(doc["memory"]))
+    if "state_cost" in doc:
+        sys.stdout.write("\n" + report.state_cost_table(doc["state_cost"]))
     sys.stdout.write(
         f"load average: start {doc['setup']['machine']['load_avg_start']}, "
         f"end {doc['setup']['machine']['load_avg_end']}\n"

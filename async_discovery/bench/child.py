@@ -6,11 +6,14 @@ before the clock starts; the run's wall time, CPU time (``time.process_time``: e
 thread of this process) and peak RSS (``VmHWM``, see :func:`peak_rss_kib`) go to stdout as
 one JSON line, with the RSS after imports (``baseline_rss_kb``) for reference.
 
-SPEC keys: ``kind`` (scanner, sequential, floor), ``endpoint``, ``bucket``, ``prefix``,
-``queue_url``, ``state_key``, ``skip``, ``new`` (floor), ``state_file`` (floor: bytes of
-the state it writes), ``concurrency`` (floor), ``tuning`` (scanner: Config fields),
-``profile`` (scanner: write a pyinstrument profile of the run to this path; the
-profiler's own overhead then inflates the timings, so profiled runs are not figures).
+SPEC keys: ``kind`` (scanner, sequential, floor, state_cost), ``endpoint``, ``bucket``,
+``prefix``, ``queue_url``, ``state_key``, ``skip``, ``new`` (floor), ``state_puts``
+(floor: ``[key, file]`` pairs, the state objects it writes), ``state_layout`` (scanner
+and floor: ``single`` or ``folders``), ``concurrency`` (floor), ``tuning`` (scanner:
+Config fields), ``profile`` (scanner: write a pyinstrument profile of the run to this
+path; the profiler's own overhead then inflates the timings, so profiled runs are not
+figures). ``state_cost``: see :mod:`.state_cost` (it times its own state work, after
+opening its clients).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     use_fake_credentials()
     configure_logging("ERROR")
     kind = spec["kind"]
-    skip = frozenset(spec["skip"])
+    skip = frozenset(spec.get("skip", ()))
     result: dict[str, Any]
     if kind == "scanner":
         config = Config(
@@ -72,6 +75,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             state_key=spec["state_key"],
             skip_folders=skip,
             endpoint_url=spec["endpoint"],
+            state_layout=spec.get("state_layout", "single"),
             **spec.get("tuning", {}),
         )
         profiler = _profiler(spec.get("profile"))
@@ -107,10 +111,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         result["status"] = 200
     elif kind == "floor":
-        state_body = None
-        if spec.get("state_file"):
-            with open(spec["state_file"], "rb") as fh:
-                state_body = fh.read()
+        layout = spec.get("state_layout", "single")
+        puts: dict[str, bytes] = {}
+        for key, path in spec.get("state_puts", ()):
+            with open(path, "rb") as fh:
+                puts[key] = fh.read()
+        state_body = next(iter(puts.values()), None) if layout == "single" else None
         floor = Floor(
             spec["endpoint"],
             spec["bucket"],
@@ -122,12 +128,19 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             state_body=state_body,
             concurrency=int(spec.get("concurrency", 16)),
             groups=int(spec.get("groups", 1)),
+            state_layout=layout,
+            state_puts=puts,
         )
         baseline = peak_rss_kib()
         cpu0, t0 = time.process_time(), time.perf_counter()
         result = anyio.run(floor.run)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         result["status"] = 200
+    elif kind == "state_cost":
+        from .state_cost import state_work
+
+        result = anyio.run(state_work, spec, peak_rss_kib)
+        wall, cpu, baseline = result.pop("wall_s"), result.pop("cpu_s"), result["setup_rss_kb"]
     else:
         raise SystemExit(f"unknown kind {kind!r}")
     result.update(

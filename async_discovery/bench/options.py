@@ -47,6 +47,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send to FIFO queues (one message group per folder); the scanner's order "
         "within each group is checked against the listing order",
     )
+    add(
+        "--state-layout",
+        choices=("single", "folders"),
+        default="single",
+        help="the scanner's STATE_LAYOUT; the warm and incremental state is seeded in it "
+        "and the floor reads and writes state the same way (default single)",
+    )
+    add(
+        "--state-cost",
+        action="store_true",
+        help="also measure the state work of a run that changes one file, on synthetic "
+        "state, both layouts side by side (no listing)",
+    )
+    add(
+        "--state-cost-files",
+        type=int,
+        default=100000,
+        help="tracked files in the state-cost runs (default 100000)",
+    )
+    add(
+        "--state-cost-folders",
+        type=int,
+        default=100,
+        help="folders they are spread over (default 100)",
+    )
+    add(
+        "--state-cost-listed",
+        type=int,
+        default=None,
+        help="folders the state-cost run lists, the changed one first (default all): "
+        "a folders-layout run reads only their shards",
+    )
+    add("--state-cost-reps", type=int, default=1, help="repetitions per layout (default 1)")
     add("--endpoint-url", default=None, help="use this S3/SQS endpoint instead of starting moto")
     add("--json", action="store_true", help="one JSON document on stdout")
     add("--no-progress", action="store_true", help="no progress line on stderr")

@@ -6,9 +6,13 @@
   ``PutObject``.
 - :class:`Floor`: only the unavoidable requests (the ``Delimiter`` listing, every
   non-skipped folder's listing pages, with ``Delimiter`` like the scanner,
-  ``ceil(new/10)`` ``SendMessageBatch`` calls, one state read and at most one write),
+  ``ceil(new/10)`` ``SendMessageBatch`` calls, and the state: under ``STATE_LAYOUT``
+  ``single`` one ``GetObject`` and at most one ``PutObject`` of the state object; under
+  ``folders`` one ``GetObject`` of each listed folder's shard, issued with that folder's
+  listing, and a ``PutObject`` of each changed shard once its folder is listed),
   issued at once up to ``concurrency`` in flight, with every message body and the state
   bytes built before the clock starts and timestamps left unparsed: no per-file work.
+  The floor reads a body and drops it: it never decodes or encodes state.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from ..aws.clients import count_calls
+from ..layout import shard_key, state_prefix
 
 
 def sequential(
@@ -124,7 +129,11 @@ class Floor:
         state_body: bytes | None,
         concurrency: int = 16,
         groups: int = 1,
+        state_layout: str = "single",
+        state_puts: dict[str, bytes] | None = None,
     ) -> None:
+        """``state_body``: the single state object to write (when ``new``);
+        ``state_puts``: under ``folders``, the changed shards (key -> body)."""
         self.endpoint, self.bucket, self.prefix = endpoint, bucket, prefix
         self.queue_url, self.state_key, self.skip = queue_url, state_key, skip
         self.batches = [
@@ -139,6 +148,9 @@ class Floor:
                     entry["MessageGroupId"] = f"g{b % max(groups, 1)}"
                     entry["MessageDeduplicationId"] = f"{b}-{i}"
         self.state_body = state_body if new else None
+        self.state_layout = state_layout
+        self.state_prefix = state_prefix(state_key)
+        self.state_puts = dict(state_puts or {})
         self.concurrency = concurrency
         self.calls: Counter[str] = Counter()
         self.listed = 0
@@ -167,21 +179,34 @@ class Floor:
                 for entries in batches:  # shared iterator: each batch sent once
                     await sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)  # type: ignore[arg-type]
 
-            async def read_state() -> None:
+            async def read_state(key: str) -> None:
                 try:
-                    resp = await s3.get_object(Bucket=self.bucket, Key=self.state_key)
+                    resp = await s3.get_object(Bucket=self.bucket, Key=key)
                     async with resp["Body"] as body:
                         await body.read()
                 except s3.exceptions.NoSuchKey:
                     pass
 
-            async def list_folder(prefix: str) -> None:
+            async def list_pages(prefix: str) -> None:
                 paginator = s3.get_paginator("list_objects_v2")
                 # Delimiter: a deeper level comes back as one common prefix, as for the
                 # scanner, instead of every object under it.
                 pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
                 async for page in pages:
                     self.listed += len(page.get("Contents", ()))
+
+            async def list_folder(prefix: str) -> None:
+                if self.state_layout != "folders":
+                    await list_pages(prefix)
+                    return
+                folder = prefix[len(self.prefix) :].rstrip("/")
+                key = shard_key(self.state_prefix, self.prefix, folder)
+                async with anyio.create_task_group() as both:  # shard read with the listing
+                    both.start_soon(read_state, key)
+                    both.start_soon(list_pages, prefix)
+                body = self.state_puts.get(key)
+                if body is not None:
+                    await s3.put_object(Bucket=self.bucket, Key=key, Body=body)
 
             async def list_all() -> None:
                 top = await s3.list_objects_v2(
@@ -195,11 +220,12 @@ class Floor:
                             folders.start_soon(list_folder, cp["Prefix"])
 
             async with anyio.create_task_group() as tg:
-                tg.start_soon(read_state)
+                if self.state_layout != "folders":
+                    tg.start_soon(read_state, self.state_key)
                 tg.start_soon(list_all)
                 for _ in range(min(self.concurrency, len(self.batches))):
                     tg.start_soon(sender)
-            if self.state_body is not None:
+            if self.state_body is not None and self.state_layout != "folders":
                 await s3.put_object(Bucket=self.bucket, Key=self.state_key, Body=self.state_body)
         queued = sum(len(b) for b in self.batches)
         return {"listed": self.listed, "queued": queued, "api_calls": dict(self.calls)}

@@ -47,8 +47,8 @@ def scenario_table(doc: dict[str, Any]) -> str:
     lines.append(
         f"async-discovery bench: {setup['files']} files in {setup['folders']} folders "
         f"(+{setup['junk_objects']} junk), latency {setup['latency_ms']} ms, "
-        f"reps {setup['reps']}; tuning {setup['tuning']}"
-        + ("; FIFO queues" if setup.get("fifo") else "")
+        f"reps {setup['reps']}; state layout {setup.get('state_layout', 'single')}; "
+        f"tuning {setup['tuning']}" + ("; FIFO queues" if setup.get("fifo") else "")
     )
     head = (
         f"{'scenario':12} {'run':11} {'wall s (median [min-max])':27} {'obj/s':>8} "
@@ -116,4 +116,55 @@ def memory_table(mem: dict[str, Any]) -> str:
     for kind, data in mem["state_entries"].items():
         pts = ", ".join(f"{r['entries']}: {r['peak_rss_mb']:.1f} MB" for r in data["runs"])
         out.append(f"  {kind:10} {pts}; slope {data['bytes_per_entry']:.0f} B/entry")
+    return "\n".join(out) + "\n"
+
+
+def _mib(n: float) -> str:
+    return f"{n / (1 << 20):.2f}"
+
+
+def state_cost_table(sc: dict[str, Any]) -> str:
+    """The state work of a one-file change, both layouts side by side, with the ratio."""
+    single, shard, ratio = sc["single"], sc["folders"], sc["ratio"]
+    out = [
+        f"state cost of a run changing one file: {sc['files']} tracked files in "
+        f"{sc['folder_count']} folders, {sc['listed_folders']} listed (synthetic state, "
+        f"no listing; median of {single['reps']})",
+        f"{'':26} {'single':>14} {'folders':>14} {'folders/single':>15}",
+    ]
+
+    def row(name: str, a: str, b: str, r: str = "") -> None:
+        out.append(f"{name:26} {a:>14} {b:>14} {r:>15}")
+
+    row("state objects", str(single["state_objects_total"]), str(shard["state_objects_total"]))
+    row("state MiB in S3", _mib(single["state_bytes_total"]), _mib(shard["state_bytes_total"]))
+    row(
+        "GetObject / PutObject",
+        f"{single['api_calls'].get('GetObject', 0)} / {single['api_calls'].get('PutObject', 0)}",
+        f"{shard['api_calls'].get('GetObject', 0)} / {shard['api_calls'].get('PutObject', 0)}",
+    )
+    row(
+        "MiB read",
+        _mib(single["bytes_read"]),
+        _mib(shard["bytes_read"]),
+        f"{ratio['bytes_read']:.3f}",
+    )
+    row(
+        "MiB written",
+        _mib(single["bytes_written"]),
+        _mib(shard["bytes_written"]),
+        f"{ratio['bytes_written']:.4f}",
+    )
+    row("client CPU s", f"{single['cpu_s']:.2f}", f"{shard['cpu_s']:.2f}", f"{ratio['cpu']:.3f}")
+    row("wall s", f"{single['wall_s']:.2f}", f"{shard['wall_s']:.2f}")
+    row(
+        "peak RSS MB (over setup)",
+        f"{single['peak_rss_mb']:.0f} (+{single['rss_over_setup_mb']:.0f})",
+        f"{shard['peak_rss_mb']:.0f} (+{shard['rss_over_setup_mb']:.0f})",
+        f"{ratio['peak_rss_over_setup']:.3f}",
+    )
+    out.append(
+        f"folders: {shard['list_concurrency']} shards in flight (LIST_CONCURRENCY), each "
+        "dropped once decided; CPU ratio target <= 0.02, bytes-written ratio <= 0.02"
+    )
     return "\n".join(out) + "\n"

@@ -9,6 +9,9 @@ starting condition directly on moto (not through the proxy):
 - ``incremental``: the same complete state, after 1% of the candidates were overwritten
   with new bytes (new ETags); those are sent as ``updated``.
 
+The state is seeded in the layout the scanner runs with (``--state-layout``): the one
+state object, or one shard per folder (``folders``).
+
 moto's queue-depth cost is kept out in two ways (README, Performance): the moto process
 has the bench's counter patch (:mod:`async_discovery.bench.moto_main`), and every
 measured run gets a fresh, empty queue that is deleted afterwards.
@@ -26,17 +29,26 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
 import boto3
 
-from .seed import BODY_V1, BODY_V2, PREFIX, Layout, extra_junk, put_objects, state_bytes
+from ..layout import state_prefix
+from .seed import (
+    BODY_V1,
+    BODY_V2,
+    PREFIX,
+    STATE_KEY,
+    Layout,
+    extra_junk,
+    put_objects,
+    state_objects,
+)
 from .servers import cpu_seconds
 
 SCENARIOS = ("cold", "warm", "incremental")
-STATE_KEY = "state/processed_files.json"
 SKIP = ("logs", "temp", "backups")
 Say = Callable[[str], None]
 
@@ -74,9 +86,11 @@ class Bench:
         tuning: dict[str, Any] | None = None,
         *,
         fifo: bool = False,
+        state_layout: str = "single",
     ) -> None:
         self.servers = servers
         self.fifo = fifo
+        self.state_layout = state_layout
         self.say = say
         self.tuning = dict(tuning or {})
         kw: dict[str, Any] = {"endpoint_url": servers.direct, "region_name": "us-east-1"}
@@ -111,19 +125,43 @@ class Bench:
             )
         )
 
-    def put_state(self, bucket: str, body: bytes | None) -> None:
-        """Put (or with None: delete) the state object, directly on moto."""
-        if body is None:
-            self.s3.delete_object(Bucket=bucket, Key=STATE_KEY)
-        else:
-            self.s3.put_object(Bucket=bucket, Key=STATE_KEY, Body=body)
+    def state(self, bucket: str, entries: Iterable[tuple[str, str]]) -> dict[str, bytes]:
+        """The state recording ``(key, etag)`` pairs, in this bench's layout."""
+        return state_objects(bucket, entries, self.state_layout)
 
-    def state_file(self, body: bytes) -> str:
-        """Write ``body`` to a temporary file (for the floor's state write)."""
-        path = os.path.join(self.tmp.name, f"state-{uuid.uuid4().hex[:8]}.json")
-        with open(path, "wb") as fh:
-            fh.write(body)
-        return path
+    def put_state(self, bucket: str, objects: dict[str, bytes] | None) -> None:
+        """Reset the state directly on moto: every object under the state prefix and
+        the single state object deleted, then ``objects`` (key -> body) put."""
+        self.put_state_objects(bucket, objects)
+
+    def put_state_objects(self, bucket: str, objects: dict[str, bytes] | None) -> None:
+        """See :meth:`put_state` (any layout: the keys say where)."""
+        old = [STATE_KEY]
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=state_prefix(STATE_KEY)
+        )
+        for page in pages:
+            old.extend(item["Key"] for item in page.get("Contents", ()))
+        for start in range(0, len(old), 1000):
+            chunk: Any = [{"Key": key} for key in old[start : start + 1000]]
+            self.s3.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
+        for key, body in (objects or {}).items():
+            self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+    def state_files(self, objects: dict[str, bytes]) -> list[list[str]]:
+        """Write each body to a temporary file: ``[key, path]`` pairs (for the floor's
+        state writes, read by the child before its clock starts)."""
+        out = []
+        for key, body in objects.items():
+            path = os.path.join(self.tmp.name, f"state-{uuid.uuid4().hex[:8]}.json")
+            with open(path, "wb") as fh:
+                fh.write(body)
+            out.append([key, path])
+        return out
+
+    def tuning_for_state(self) -> dict[str, Any]:
+        """The scanner tuning a state-cost child runs with (its LIST_CONCURRENCY)."""
+        return {k: v for k, v in self.tuning.items() if k == "list_concurrency"}
 
     # -- one measured run ------------------------------------------------------------
 
@@ -148,7 +186,19 @@ class Bench:
         }
         if kind == "scanner":
             spec["tuning"] = {**self.tuning, **extra.pop("tuning", {})}
+            spec["state_layout"] = self.state_layout
+        if kind == "floor":
+            spec["state_layout"] = self.state_layout
         spec.update(extra)
+        result = self.measure_child(spec)
+        if self.fifo and kind == "scanner":
+            result["fifo_order_ok"] = self._group_order_ok(queue_url)
+        self.sqs.delete_queue(QueueUrl=queue_url)
+        return result
+
+    def measure_child(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Run one child (:mod:`.child`) with ``spec``; its measurement, with the CPU
+        seconds moto and the proxy spent meanwhile."""
         server0 = cpu_seconds(self.servers.server_pid) if self.servers.server_pid else 0.0
         proxy0 = cpu_seconds(self.servers.proxy_pid) if self.servers.proxy_pid else 0.0
         proc = subprocess.run(
@@ -159,15 +209,12 @@ class Bench:
             check=False,
         )
         if proc.returncode != 0 or not proc.stdout.strip():
-            raise RuntimeError(f"bench child {kind} failed: {proc.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"bench child {spec['kind']} failed: {proc.stderr.strip()[-2000:]}")
         result: dict[str, Any] = _loads(proc.stdout.strip().splitlines()[-1])
         if self.servers.server_pid:
             result["server_cpu_s"] = cpu_seconds(self.servers.server_pid) - server0
         if self.servers.proxy_pid:
             result["proxy_cpu_s"] = cpu_seconds(self.servers.proxy_pid) - proxy0
-        if self.fifo and kind == "scanner":
-            result["fifo_order_ok"] = self._group_order_ok(queue_url)
-        self.sqs.delete_queue(QueueUrl=queue_url)
         return result
 
     def _group_order_ok(self, queue_url: str) -> bool:
@@ -235,12 +282,23 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def minimum_calls(
-    layout: Layout, scanner: dict[str, Any], new: int, workers: int
+    layout: Layout,
+    scanner: dict[str, Any],
+    new: int,
+    workers: int,
+    *,
+    state_reads: int = 1,
+    state_writes: int = 1,
+    state_lists: int = 0,
 ) -> dict[str, Any]:
-    """The API-call targets of the issue next to what the scanner did."""
+    """The API-call targets of the issue next to what the scanner did. The state bounds:
+    ``single``, one ``GetObject`` and at most one ``PutObject``; ``folders``, one
+    ``GetObject`` per listed folder (the floor's count) plus the cursor object's, one
+    ``PutObject`` per changed shard, and one more ``ListObjectsV2`` (the shard keys, for
+    ``PRUNE_MISSING``) (``state_reads``/``state_writes``/``state_lists``)."""
     calls = scanner["api_calls"]
     listed = int(scanner["listed"])
-    list_bound = math.ceil(listed / 1000) + layout.folders + 1
+    list_bound = math.ceil(listed / 1000) + layout.folders + 1 + state_lists
     send_bound = math.ceil(new / 10) + workers
     lists, sends = calls.get("ListObjectsV2", 0), calls.get("SendMessageBatch", 0)
     gets, puts = calls.get("GetObject", 0), calls.get("PutObject", 0)
@@ -252,8 +310,8 @@ def minimum_calls(
             "minimum": math.ceil(new / 10),
             "ok": sends <= send_bound,
         },
-        "GetObject": {"used": gets, "bound": 1, "ok": gets == 1},
-        "PutObject": {"used": puts, "bound": 1, "ok": puts <= 1},
+        "GetObject": {"used": gets, "bound": state_reads, "ok": gets == state_reads},
+        "PutObject": {"used": puts, "bound": state_writes, "ok": puts <= state_writes},
     }
 
 
@@ -272,38 +330,49 @@ def run_scenarios(
 
     With ``profile_dir``, one more scanner run per scenario (not in the figures) writes
     a pyinstrument profile to ``<profile_dir>/<scenario>.txt``.
+
+    The scanner and the floor start from the state in the bench's layout; the
+    sequential design (one state object by definition) from the single state object.
     """
     bucket = bench.new_bucket()
     candidates = layout.candidates()
     bench.seed(bucket, candidates + layout.junk_keys(), create=True)
-    complete = state_bytes(bucket, ((k, _etag(BODY_V1)) for k in candidates))
+    before = [(k, _etag(BODY_V1)) for k in candidates]
+    complete = bench.state(bucket, before)
+    complete_single = state_objects(bucket, before, "single")
     changed = layout.changed()
     changed_set = set(changed)
-    results: dict[str, Any] = {"bucket": bucket}
+    folders_layout = bench.state_layout == "folders"
+    results: dict[str, Any] = {"bucket": bucket, "state_layout": bench.state_layout}
     for scenario in scenarios:
         if scenario == "incremental":
             bench.seed(bucket, changed, BODY_V2)
         new = {"cold": layout.files, "warm": 0, "incremental": len(changed)}[scenario]
         start = None if scenario == "cold" else complete
-        floor_state = bench.state_file(
-            complete
-            if scenario == "cold"
-            else state_bytes(
-                bucket,
-                ((k, _etag(BODY_V2 if k in changed_set else BODY_V1)) for k in candidates),
-            )
+        after = bench.state(
+            bucket, ((k, _etag(BODY_V2 if k in changed_set else BODY_V1)) for k in candidates)
         )
+        # What a run writes: the one object (if anything is new), or the changed shards.
+        touched = {
+            "cold": set(after),
+            "warm": set(),
+            "incremental": {k for k, body in after.items() if complete.get(k) != body},
+        }[scenario]
+        floor_puts = bench.state_files({k: after[k] for k in touched} if folders_layout else after)
         runs: dict[str, list[dict[str, Any]]] = {"scanner": [], "floor": [], "sequential": []}
         for rep in range(reps):
             plan = ["scanner", "floor"] + (["sequential"] if rep < sequential_reps else [])
             for kind in plan:
                 bench.say(f"{scenario}: rep {rep + 1}/{reps}, {kind}")
-                bench.put_state(bucket, start)
+                if kind == "sequential" and folders_layout:
+                    bench.put_state(bucket, None if scenario == "cold" else complete_single)
+                else:
+                    bench.put_state(bucket, start)
                 extra: dict[str, Any] = {}
                 if kind == "floor":
                     extra = {
                         "new": new,
-                        "state_file": floor_state,
+                        "state_puts": floor_puts,
                         "concurrency": floor_concurrency,
                         "groups": layout.folders,
                     }
@@ -319,7 +388,17 @@ def run_scenarios(
         out["ratio_to_floor"] = scan_wall / out["floor"]["wall_s"]["median"]
         if "sequential" in out:
             out["speedup_vs_sequential"] = out["sequential"]["wall_s"]["median"] / scan_wall
-        out["api_minimum"] = minimum_calls(layout, out["scanner"], new, workers)
+        out["state_objects_written"] = len(touched) if folders_layout else int(new > 0)
+        bounds = (
+            {
+                "state_reads": out["floor"]["api_calls"].get("GetObject", 0) + 1,
+                "state_writes": len(touched),
+                "state_lists": 1,
+            }
+            if folders_layout
+            else {}
+        )
+        out["api_minimum"] = minimum_calls(layout, out["scanner"], new, workers, **bounds)
         results[scenario] = out
         # Leave the bucket as the next scenario expects it (incremental reseeds itself).
     if "incremental" in scenarios:
@@ -338,7 +417,7 @@ def run_sweep(
     bucket = bench.new_bucket()
     candidates = layout.candidates()
     bench.seed(bucket, candidates + layout.junk_keys(), create=True)
-    complete = state_bytes(bucket, ((k, _etag(BODY_V1)) for k in candidates))
+    complete = bench.state(bucket, ((k, _etag(BODY_V1)) for k in candidates))
     rows: list[dict[str, Any]] = []
     for tuning in grid:
         row: dict[str, Any] = dict(tuning)
@@ -377,7 +456,7 @@ def run_memory(
     bucket = bench.new_bucket()
     candidates = layout.candidates()
     bench.seed(bucket, candidates, create=True)
-    bench.put_state(bucket, state_bytes(bucket, ((k, _etag(BODY_V1)) for k in candidates)))
+    bench.put_state(bucket, bench.state(bucket, ((k, _etag(BODY_V1)) for k in candidates)))
     have = len(candidates)
     flat = []
     for level in sorted(listed_levels):
@@ -407,12 +486,14 @@ def run_memory(
     per_kind: dict[str, list[dict[str, Any]]] = {"scanner": [], "sequential": []}
     for level in sorted(entry_levels):
         gone = [f"{PREFIX}f000/gone-{i:07d}.csv" for i in range(level - len(listed))]
-        body = state_bytes(bucket, ((k, _etag(BODY_V1)) for k in listed + gone))
+        pairs = [(k, _etag(BODY_V1)) for k in listed + gone]
+        body = state_objects(bucket, pairs, "single")
+        own = bench.state(bucket, pairs)  # the scanner's layout; sequential: single
         for kind in per_kind:
             runs = []
             for rep in range(reps):
                 bench.say(f"memory: {kind}, {level} state entries, rep {rep + 1}/{reps}")
-                bench.put_state(bucket, body)
+                bench.put_state(bucket, own if kind == "scanner" else body)
                 extra: dict[str, Any] = (
                     {"tuning": {"prune_missing": False}} if kind == "scanner" else {}
                 )
@@ -420,7 +501,7 @@ def run_memory(
             per_kind[kind].append(
                 {
                     "entries": level,
-                    "state_bytes": len(body),
+                    "state_bytes": sum(len(b) for b in body.values()),
                     "peak_rss_mb": statistics.median(r["peak_rss_kb"] / 1024 for r in runs),
                 }
             )

@@ -17,10 +17,12 @@ import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from ..state import FileEntry, State
+from ..layout import shard_key, single_key, state_prefix
+from ..state import SHARD_VERSION, FileEntry, State
 from ..state_codec import encode
 
 PREFIX = "incoming/"
+STATE_KEY = "state/processed_files.json"  # S3_STATE_KEY of every bench run
 BODY_V1 = b"id,value\n1,42\n"
 BODY_V2 = b"id,value\n1,43\n"  # the "incremental" overwrite: a new ETag
 SEED_CONCURRENCY = 32  # moto is one busy process: more in flight gains nothing
@@ -125,3 +127,36 @@ def state_bytes(
         for key, etag in entries
     }
     return encode(State(files=files, source_bucket=bucket), stamp)
+
+
+def state_objects(
+    bucket: str,
+    entries: Iterable[tuple[str, str]],
+    layout: str,
+    *,
+    stamp: str = "2026-01-01T00:00:00Z",
+) -> dict[str, bytes]:
+    """The state recording ``(key, etag)`` pairs as queued, as ``STATE_LAYOUT=layout``
+    stores it: ``single``, one object at ``STATE_KEY``; ``folders``, one version 2 shard
+    per folder at :func:`~async_discovery.layout.shard_key` (a folder with no entry has
+    no shard). Keys and bodies, ready to put."""
+    if layout == "single":
+        return {single_key(STATE_KEY): state_bytes(bucket, entries, stamp=stamp)}
+    by_folder: dict[str, dict[str, FileEntry]] = {}
+    for key, etag in entries:
+        folder = key[len(PREFIX) :].split("/")[0]
+        entry = FileEntry(etag=etag, size=len(BODY_V1), folder=folder, queued_at=stamp)
+        by_folder.setdefault(folder, {})[key] = entry
+    sp = state_prefix(STATE_KEY)
+    return {
+        shard_key(sp, PREFIX, folder): encode(
+            State(
+                version=SHARD_VERSION,
+                files=files,
+                source_bucket=bucket,
+                extra={"prefix": PREFIX, "folder": folder},
+            ),
+            stamp,
+        )
+        for folder, files in by_folder.items()
+    }

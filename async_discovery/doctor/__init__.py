@@ -6,7 +6,8 @@ its listings really returning every key, and the role really allowing each call.
 check gives one :class:`Finding` (ok / warn / fail, what was found, the fix); the run
 exits 1 when any check failed. The doctor never writes the state object and never
 changes the queue's contents (``--send-test-message`` adds one marked message, on
-request): its writes go to a probe object beside the state (:func:`~.iam.probe_key`).
+request): its writes go to a probe object beside the state
+(:func:`~.iam.doctor_probe_key`).
 It talks to AWS only through :mod:`async_discovery.aws.probe`.
 
 The checks: :mod:`.storage` (source listing, state, conditional writes, listing
@@ -71,10 +72,11 @@ async def diagnose(
 
 
 def _summary(config: Config) -> str:
-    return (
-        f"s3://{config.source_bucket}/{config.prefix} -> {config.queue_url}, state "
-        f"s3://{config.state_bucket}/{config.state_key}"
-    )
+    if config.state_layout == "folders":
+        where = f"shards s3://{config.state_bucket}/{config.state_prefix} (STATE_LAYOUT=folders)"
+    else:
+        where = f"s3://{config.state_bucket}/{config.state_key}"
+    return f"s3://{config.source_bucket}/{config.prefix} -> {config.queue_url}, state {where}"
 
 
 def run_cli(

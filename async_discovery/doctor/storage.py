@@ -1,8 +1,10 @@
-"""The checks on S3: the source listing, the state object, the store's conditional writes,
-listing continuation (``--deep``) and the store's clock."""
+"""The checks on S3: the source listing, the state (the object, or under
+``STATE_LAYOUT=folders`` the prefix's shards and run objects), the store's conditional
+writes, listing continuation (``--deep``) and the store's clock."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import anyio
@@ -10,14 +12,18 @@ import anyio
 from ..aws.probe import ProbeError
 from ..config import Config
 from ..errors import DiscoveryError, StateBucketMismatch, StateCorrupt, StateTooLarge
-from ..iam import SID_LIST_SOURCE, SID_PROBE, SID_STATE, probe_key
-from ..state import check_source
+from ..iam import SID_LIST_SOURCE, SID_LIST_STATE, SID_PROBE, SID_STATE, doctor_probe_key
+from ..layout import is_shard_of, runs_key, shards_prefix
+from ..resume import cursor_problem
+from ..state import SHARD_VERSION, STATE_VERSION, State, check_source
 from ..state_codec import StateDecoder
 from .findings import DOCTOR_GRANTS, Context, Finding, hint
 
 CLOCK_WARN_SECONDS = 5.0  # MIN_OBJECT_AGE_SECONDS and since: compare LastModified to now
 STATE_WARN_FRACTION = 0.8  # of STATE_MAX_BYTES
 DEEP_KEYS = 300  # keys compared by --deep: one request each at page size 1
+SHARD_SAMPLE = 3  # shards read and decoded (the largest: the first to outgrow the cap)
+SHARD_LIST_LIMIT = 10_000  # shards listed at most (ten pages), counted as "10000+" beyond
 _ONE_AT_A_TIME = (
     "run one scan at a time: reserved concurrency 1 on the function, no overlapping "
     "schedules (and no manual run during a scheduled one)"
@@ -49,32 +55,47 @@ async def source_listing(ctx: Context) -> Finding:
     return Finding("source listing", "ok", found)
 
 
-async def state(ctx: Context) -> Finding:
-    """The state object read and decoded as a scan does: absent, or its entries and
-    size against ``STATE_MAX_BYTES``, and the source bucket it is bound to."""
+class _Decoding:
+    """A sink that decodes a state object (or shard) as it arrives and counts its bytes."""
+
+    def __init__(self, name: str, max_bytes: int, version: int) -> None:
+        self.decoder = StateDecoder(name=name, max_bytes=max_bytes, version=version)
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self.decoder.feed(chunk)
+
+
+class _Collecting:
+    """A sink that keeps a (small) run object's chunks."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self.parts.append(chunk)
+
+
+async def _read_state(ctx: Context, key: str, version: int) -> tuple[State | None, int]:
+    """The object at ``key`` read and decoded as a scan does (None when absent), and its
+    size; raises what a scan would."""
     config = ctx.config
-    name = f"s3://{config.state_bucket}/{config.state_key}"
-    decoder = StateDecoder(name=name, max_bytes=config.state_max_bytes)
-    size = 0
+    name = f"s3://{config.state_bucket}/{key}"
+    sink = _Decoding(name, config.state_max_bytes, version)
+    exists, _etag = await ctx.probe.load_state(sink, key)
+    if not exists:
+        return None, 0
+    state = sink.decoder.close()
+    check_source(state, config.source_bucket, name=name, force_rebind=config.force_rebind)
+    return state, sink.size
 
-    class Sink:
-        def feed(self, chunk: bytes) -> None:
-            nonlocal size
-            size += len(chunk)
-            decoder.feed(chunk)
 
-    cap = f"STATE_MAX_BYTES={config.state_max_bytes}"
-    try:
-        exists, _etag = await ctx.probe.load_state(Sink())
-        if not exists:
-            return Finding(
-                "state", "ok", f"{name} absent: the first scan creates it ({_initial(config)})"
-            )
-        state = decoder.close()
-        check_source(state, config.source_bucket, name=name, force_rebind=config.force_rebind)
-    except StateTooLarge as exc:
+def _unusable(ctx: Context, exc: DiscoveryError) -> Finding:
+    """The finding for a state object (or shard) a scan could not use."""
+    if isinstance(exc, StateTooLarge):
         return Finding("state", "fail", str(exc), "raise STATE_MAX_BYTES")
-    except StateCorrupt as exc:
+    if isinstance(exc, StateCorrupt):
         return Finding(
             "state",
             "fail",
@@ -82,10 +103,33 @@ async def state(ctx: Context) -> Finding:
             "restore an earlier version of the object or move it aside (a scan without "
             "state sends every file again: see INITIAL_SCAN)",
         )
-    except StateBucketMismatch as exc:
+    if isinstance(exc, StateBucketMismatch):
         return Finding("state", "fail", str(exc), "point S3_STATE_KEY at this bucket's state")
+    return ctx.failure("state", exc, SID_STATE, "s3:GetObject")
+
+
+async def state(ctx: Context) -> Finding:
+    """The state read and decoded as a scan does: the single object (:func:`_single`)
+    or, under ``STATE_LAYOUT=folders``, the prefix's shards (:func:`_shards`)."""
+    if ctx.config.state_layout == "folders":
+        return await _shards(ctx)
+    return await _single(ctx)
+
+
+async def _single(ctx: Context) -> Finding:
+    """The state object: absent, or its entries and size against ``STATE_MAX_BYTES``,
+    and the source bucket it is bound to."""
+    config = ctx.config
+    name = f"s3://{config.state_bucket}/{config.state_key}"
+    cap = f"STATE_MAX_BYTES={config.state_max_bytes}"
+    try:
+        state, size = await _read_state(ctx, config.state_key, STATE_VERSION)
+        if state is None:
+            return Finding(
+                "state", "ok", f"{name} absent: the first scan creates it ({_initial(config)})"
+            )
     except DiscoveryError as exc:
-        return ctx.failure("state", exc, SID_STATE, "s3:GetObject")
+        return _unusable(ctx, exc)
     share = size / config.state_max_bytes
     found = f"{name}: {len(state.files)} entries, {size} bytes ({share:.1%} of {cap})"
     if state.source_bucket is None:
@@ -110,11 +154,99 @@ async def state(ctx: Context) -> Finding:
     return Finding("state", "ok", found)
 
 
+async def _shards(ctx: Context) -> Finding:
+    """``STATE_LAYOUT=folders``: the prefix's shards listed (count, the largest size
+    against ``STATE_MAX_BYTES``), the largest few read and decoded as a scan does, and
+    the run objects ``initial.json`` and ``cursor.json`` read when present."""
+    config = ctx.config
+    bucket, head = config.state_bucket, shards_prefix(config.state_prefix, config.prefix)
+    where = f"s3://{bucket}/{head}"
+    cap = config.state_max_bytes
+    try:
+        listed, more = await ctx.probe.list_sizes(bucket, head, limit=SHARD_LIST_LIMIT)
+    except ProbeError as exc:
+        return ctx.failure("state", exc, _state_listing_sid(config), "s3:ListBucket")
+    shards = sorted(
+        (
+            (size, key)
+            for key, size in listed
+            if is_shard_of(key, config.state_prefix, config.prefix)
+        ),
+        reverse=True,
+    )
+    try:
+        entries = 0
+        for _size, key in shards[:SHARD_SAMPLE]:
+            shard, _ = await _read_state(ctx, key, SHARD_VERSION)
+            entries += len(shard.files) if shard is not None else 0
+        runs = await _run_objects(ctx)
+    except DiscoveryError as exc:
+        return _unusable(ctx, exc)
+    if not shards:
+        found = f"{where}: no shard yet: the first scan creates them ({_initial(config)})"
+        return Finding("state", "ok", found + runs)
+    largest = shards[0][0]
+    share = largest / cap
+    count = f"{len(shards)}{'+' if more else ''}"
+    sampled = min(len(shards), SHARD_SAMPLE)
+    found = (
+        f"{where}: {count} shards, the largest {largest} bytes ({share:.1%} of "
+        f"STATE_MAX_BYTES={cap}); the {sampled} largest read: {entries} entries{runs}"
+    )
+    if share > STATE_WARN_FRACTION:
+        return Finding(
+            "state",
+            "warn",
+            found,
+            f"raise STATE_MAX_BYTES before a folder's shard outgrows it (a scan fails the "
+            f"folder of a shard over STATE_MAX_BYTES={cap})",
+        )
+    return Finding("state", "ok", found)
+
+
+async def _run_objects(ctx: Context) -> str:
+    """The prefix's ``initial.json`` and ``cursor.json`` in words ('' when neither
+    exists); raises :class:`StateCorrupt` for one a scan could not use."""
+    config = ctx.config
+    said = ""
+    for name in ("initial.json", "cursor.json"):
+        key = runs_key(config.state_prefix, config.prefix, name)
+        sink = _Collecting()
+        exists, _etag = await ctx.probe.load_state(sink, key)
+        if not exists:
+            continue
+        where = f"s3://{config.state_bucket}/{key}"
+        try:
+            doc = json.loads(b"".join(sink.parts))
+        except (ValueError, RecursionError):
+            doc = None
+        if not isinstance(doc, dict) or doc.get("version") != SHARD_VERSION:
+            raise StateCorrupt(f"state object {where} is not a version 2 JSON object")
+        if name == "initial.json":
+            policy = doc.get("initial_scan")
+            if not isinstance(policy, str) or not policy.startswith("since:"):
+                raise StateCorrupt(
+                    f"state object {where}: initial_scan {policy!r} is not since:<instant>"
+                )
+            said += f"; {name}: INITIAL_SCAN={policy}"
+        else:
+            problem = cursor_problem(doc.get("cursor"))
+            if problem is not None:
+                raise StateCorrupt(f"state object {where}: the cursor {problem}")
+            said += f"; {name}: a truncated pass continues from it"
+    return said
+
+
+def _state_listing_sid(config: Config) -> str:
+    """The grant of the listings of the state prefix (see :func:`~.iam.build_policy`)."""
+    return SID_LIST_SOURCE if config.state_bucket == config.source_bucket else SID_LIST_STATE
+
+
 async def conditional_writes(ctx: Context) -> Finding:
     """Create with ``If-None-Match: *``, the same again (must be refused), overwrite
     with the current ETag (must be accepted), with a stale one (must be refused)."""
     check = "conditional writes"
-    bucket, key = ctx.config.state_bucket, probe_key(ctx.config.state_key)
+    bucket, key = ctx.config.state_bucket, doctor_probe_key(ctx.config)
     where = f"probe s3://{bucket}/{key}"
     nonce = uuid.uuid4().hex
     wrong: list[str] = []

@@ -1,0 +1,342 @@
+"""``async-discovery state migrate``: convert the state of one prefix between layouts.
+
+SPEC "State layout `folders`": the migration converts between the layouts of the same
+``S3_STATE_KEY`` without losing an entry, is idempotent, leaves the source object(s) in
+place and refuses to overwrite a target that differs unless ``--force``.
+
+- ``--to folders``: the single object (:func:`~.layout.single_key`) is read; its
+  entries of the configured prefix ``P`` that sit in a folder (``P + F + "/" + N``,
+  skipped folders included, so none is lost) are grouped by folder and each group is
+  written as folder ``F``'s shard (version 2) with ``If-None-Match: *``. Entries of
+  other prefixes (and any not in a folder of ``P``) stay only in the single object.
+- ``--to single``: every shard of ``P`` is read and its entries are merged into the
+  single object (created when absent; entries of other prefixes kept), one conditional
+  write (``If-Match`` its ETag, ``If-None-Match: *`` when none existed).
+
+A target that exists with the same entries is left alone (``same``); one whose entries
+differ is refused (``differs``, nothing of the migration written) unless ``force``,
+which overwrites a shard, or lets the shards' entries win in the single object, with
+``If-Match`` the ETag read. Where a truncated pass stopped (the cursor) is not
+migrated: a pass cut short starts over in the other layout, which re-reads every
+folder but sends nothing already recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import anyio
+
+from .aws import open_clients
+from .aws.s3 import S3StateObjects
+from .config import Config
+from .errors import DiscoveryError, StateConflict
+from .layout import is_shard_of, runs_key, shard_key, shards_prefix, single_key
+from .messages import iso_utc
+from .ports import StateObjects, StateStore
+from .state import SHARD_VERSION, STATE_VERSION, FileEntry, State, check_source
+from .state_codec import decode, encode
+
+Target = Literal["folders", "single"]
+TARGETS: tuple[Target, ...] = ("folders", "single")
+# What happened to one target object.
+Action = Literal["would write", "wrote", "same", "differs", "failed"]
+CURSOR_NOTE = (
+    "the cursor (where a truncated pass stopped) is not migrated: an unfinished pass "
+    "starts over, re-reading every folder but sending nothing already recorded"
+)
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """One target object: what was (or would be) done, its entry count, why."""
+
+    name: str
+    action: Action
+    entries: int
+    detail: str = ""
+
+    def line(self) -> str:
+        """The outcome as one line of text."""
+        text = f"{self.action:<11}  {self.name}: {self.entries} entries"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+@dataclasses.dataclass(slots=True)
+class Report:
+    """The whole migration: per-object outcomes and notes; ``ok`` is the exit status."""
+
+    to: Target
+    dry_run: bool
+    force: bool
+    source: str = ""
+    outcomes: list[Outcome] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Nothing refused, nothing failed."""
+        return self.error is None and all(
+            o.action not in ("differs", "failed") for o in self.outcomes
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Objects per action."""
+        found: dict[str, int] = {}
+        for outcome in self.outcomes:
+            found[outcome.action] = found.get(outcome.action, 0) + 1
+        return found
+
+    def document(self) -> dict[str, Any]:
+        """The JSON summary (``--output json``)."""
+        doc: dict[str, Any] = {
+            "ok": self.ok,
+            "to": self.to,
+            "dry_run": self.dry_run,
+            "force": self.force,
+            "source": self.source,
+            "counts": self.counts(),
+            "objects": [dataclasses.asdict(o) for o in self.outcomes],
+            "notes": self.notes,
+        }
+        if self.error is not None:
+            doc["error"] = self.error
+        return doc
+
+    def text(self) -> str:
+        """One line per object, then the notes and the error."""
+        lines = [o.line() for o in self.outcomes]
+        lines += [f"note: {note}" for note in self.notes]
+        if self.error is not None:
+            lines.append(f"error: {self.error}")
+        return "".join(line + "\n" for line in lines)
+
+
+def folder_of(key: str, prefix: str) -> str | None:
+    """``F`` when ``key`` is ``prefix + F + "/" + N`` (``F`` and ``N`` non-empty, no
+    ``/``), else None: the entries a folder's shard holds."""
+    if not key.startswith(prefix):
+        return None
+    folder, slash, name = key[len(prefix) :].partition("/")
+    if not folder or not slash or not name or "/" in name:
+        return None
+    return folder
+
+
+class Migration:
+    """One migration of ``config``'s prefix through the state objects of its bucket."""
+
+    def __init__(
+        self, config: Config, objects: StateObjects, *, dry_run: bool, force: bool
+    ) -> None:
+        self.config = config
+        self.objects = objects
+        self.dry_run = dry_run
+        self.force = force
+        self.state_prefix = config.state_prefix
+        self.prefix = config.prefix
+        self.clock: Callable[[], datetime] = functools.partial(datetime.now, UTC)
+
+    def _decode(self, raw: bytes, name: str, version: int) -> State:
+        state = decode(raw, name=name, max_bytes=self.config.state_max_bytes, version=version)
+        check_source(state, self.config.source_bucket, name=name, force_rebind=False)
+        return state
+
+    async def _load(self, store: StateStore, version: int) -> tuple[State | None, str | None]:
+        raw, etag = await store.load()
+        if raw is None:
+            return None, None
+        return self._decode(raw, store.name, version), etag
+
+    def _encoded(self, state: State, name: str) -> bytes | Outcome:
+        raw = encode(state, iso_utc(self.clock()))
+        cap = self.config.state_max_bytes
+        if len(raw) > cap:
+            return Outcome(
+                name, "failed", len(state.files), f"{len(raw)} bytes, over STATE_MAX_BYTES={cap}"
+            )
+        return raw
+
+    async def _write(
+        self, store: StateStore, state: State, etag: str | None, detail: str
+    ) -> Outcome:
+        """Write ``state`` conditionally (or say it would be written)."""
+        body = self._encoded(state, store.name)
+        if isinstance(body, Outcome):
+            return body
+        entries = len(state.files)
+        if self.dry_run:
+            return Outcome(store.name, "would write", entries, detail)
+        try:
+            await store.save(body, if_match=etag)
+        except StateConflict as exc:
+            return Outcome(
+                store.name, "failed", entries, f"written meanwhile by another run: {exc}"
+            )
+        return Outcome(store.name, "wrote", entries, detail)
+
+    # -- single -> folders ---------------------------------------------------------------
+
+    async def to_folders(self, report: Report) -> None:
+        """Each folder's entries of the single object into that folder's shard."""
+        cfg = self.config
+        source = self.objects.store(single_key(cfg.state_key))
+        report.source = source.name
+        single, _ = await self._load(source, STATE_VERSION)
+        if single is None:
+            report.error = f"nothing to migrate: {source.name} does not exist"
+            return
+        groups: dict[str, dict[str, FileEntry]] = {}
+        elsewhere = 0
+        for key, entry in single.files.items():
+            folder = folder_of(key, self.prefix)
+            if folder is None:
+                elsewhere += 1
+            else:
+                groups.setdefault(folder, {})[key] = entry
+        if elsewhere:
+            report.notes.append(
+                f"{elsewhere} entries outside the folders of prefix {self.prefix!r} stay "
+                f"only in {source.name}"
+            )
+        if not groups:
+            report.notes.append(f"no entry of prefix {self.prefix!r} in {source.name}")
+        if self.prefix in single.cursors:
+            report.notes.append(CURSOR_NOTE)
+        planned: list[tuple[StateStore, State, str | None, str]] = []
+        for folder, entries in groups.items():
+            store = self.objects.store(shard_key(self.state_prefix, self.prefix, folder))
+            target = State(
+                files=entries,
+                source_bucket=cfg.source_bucket,
+                version=SHARD_VERSION,
+                extra={"prefix": self.prefix, "folder": folder},
+            )
+            existing, etag = await self._load(store, SHARD_VERSION)
+            if existing is None:
+                planned.append((store, target, None, "new shard"))
+            elif dict(existing.files.items()) == entries:
+                report.outcomes.append(Outcome(store.name, "same", len(entries)))
+            elif self.force:
+                planned.append((store, target, etag, _difference(existing.files, entries)))
+            else:
+                report.outcomes.append(
+                    Outcome(
+                        store.name, "differs", len(entries), _difference(existing.files, entries)
+                    )
+                )
+        if not report.ok and not self.force:
+            planned = []  # refused: write nothing, so a fixed rerun starts from the same place
+            report.error = "targets differ from the source: nothing written (--force overwrites)"
+        for store, target, etag, detail in planned:
+            report.outcomes.append(await self._write(store, target, etag, detail))
+
+    # -- folders -> single ---------------------------------------------------------------
+
+    async def to_single(self, report: Report) -> None:
+        """Every shard of the prefix merged into the single object."""
+        cfg = self.config
+        head = shards_prefix(self.state_prefix, self.prefix)
+        report.source = f"s3://{cfg.state_bucket}/{head}*.json"
+        keys = [
+            k
+            for k in await self.objects.keys(head)
+            if is_shard_of(k, self.state_prefix, self.prefix)
+        ]
+        if not keys:
+            report.error = f"nothing to migrate: no shard under s3://{cfg.state_bucket}/{head}"
+            return
+        merged: dict[str, FileEntry] = {}
+        for key in keys:
+            shard, _ = await self._load(self.objects.store(key), SHARD_VERSION)
+            if shard is not None:  # deleted since listed: a scan pruned its folder
+                merged.update(shard.files.items())
+        cursor = self.objects.store(runs_key(self.state_prefix, self.prefix, "cursor.json"))
+        if (await cursor.load())[0] is not None:
+            report.notes.append(CURSOR_NOTE)
+        target = self.objects.store(single_key(cfg.state_key))
+        single, etag = await self._load(target, STATE_VERSION)
+        if single is None:
+            single = State(source_bucket=cfg.source_bucket)
+            detail = "new state object"
+        else:
+            kept = sum(1 for k in single.files if k not in merged)
+            detail = f"merged, {kept} entries kept"
+        differing = {
+            key: old
+            for key, entry in merged.items()
+            if (old := single.files.get(key)) is not None and old != entry
+        }
+        missing = sum(1 for key in merged if key not in single.files)
+        if differing and not self.force:
+            report.outcomes.append(
+                Outcome(
+                    target.name,
+                    "differs",
+                    len(single.files),
+                    f"{len(differing)} entries differ from the shards' (first "
+                    f"{next(iter(differing))!r})",
+                )
+            )
+            report.error = (
+                "the target differs from the source: nothing written (--force overwrites)"
+            )
+            return
+        if not differing and not missing:
+            report.outcomes.append(Outcome(target.name, "same", len(single.files)))
+            return
+        single.files.update(merged)
+        single.source_bucket = cfg.source_bucket
+        if differing:
+            detail += f", {len(differing)} differing entries replaced"
+        report.outcomes.append(await self._write(target, single, etag, detail))
+
+
+def _difference(old: Any, new: dict[str, FileEntry]) -> str:
+    """How an existing shard's entries differ from the migrated ones, in words."""
+    only_old = sum(1 for k in old if k not in new)
+    only_new = sum(1 for k in new if k not in old)
+    changed = sum(1 for k, e in new.items() if k in old and old[k] != e)
+    return f"{only_new} entries only in the source, {only_old} only in the target, {changed} differ"
+
+
+async def migrate(
+    config: Config, objects: StateObjects, *, to: Target, dry_run: bool, force: bool
+) -> Report:
+    """Migrate ``config``'s prefix to layout ``to`` through ``objects``."""
+    report = Report(to=to, dry_run=dry_run, force=force)
+    migration = Migration(config, objects, dry_run=dry_run, force=force)
+    try:
+        if to == "folders":
+            await migration.to_folders(report)
+        else:
+            await migration.to_single(report)
+    except DiscoveryError as exc:
+        report.error = str(exc)
+    return report
+
+
+async def run_migrate(config: Config, *, to: Target, dry_run: bool, force: bool) -> Report:
+    """:func:`migrate` on clients opened for ``config`` (closed on return)."""
+    async with open_clients(config) as clients:
+        objects = S3StateObjects(clients.s3, config.state_bucket, config.state_max_bytes)
+        return await migrate(config, objects, to=to, dry_run=dry_run, force=force)
+
+
+def run_cli(config: Config, *, to: Target, dry_run: bool, force: bool, output: str) -> int:
+    """``async-discovery state migrate``: print the report; 0 when done, 1 when refused
+    or failed."""
+    report = anyio.run(lambda: run_migrate(config, to=to, dry_run=dry_run, force=force))
+    if output == "json":
+        sys.stdout.write(json.dumps(report.document(), ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(report.text())
+    sys.stdout.flush()
+    return 0 if report.ok else 1

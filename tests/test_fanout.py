@@ -1,0 +1,302 @@
+"""The fan-out's steps through the Lambda handler and the CLI, against moto: the plan,
+the children's folder items (the ItemBatcher batch and the single item), the layout they
+need, and the sum of the children's summaries."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from async_discovery.cli import main
+from async_discovery.fanout import sum_summaries
+from async_discovery.handler import lambda_handler
+from async_discovery.layout import runs_key, shard_key, shards_prefix
+
+from .helpers import MotoEnv
+
+STATE_PREFIX = "state/processed_files/"
+PLAN_KEY = runs_key(STATE_PREFIX, "incoming/", "plan.json")
+# A folder name holding a comma and spaces: taken whole from an item, never split.
+ODD = "q3, final "
+
+
+class Context:
+    def get_remaining_time_in_millis(self) -> int:
+        return 600_000
+
+
+@pytest.fixture
+def fan_env(
+    env: MotoEnv, bucket: str, queue_url: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Folders a, b, ODD (two files each), a skipped folder, a top-level file; the
+    function's variables with STATE_LAYOUT=folders."""
+    keys = [f"incoming/{f}/{n}.csv" for f in ("a", "b", ODD) for n in (1, 2)]
+    env.put_many(bucket, [*keys, "incoming/logs/x.csv", "incoming/top.csv"])
+    values = {
+        "S3_SOURCE_BUCKET": bucket,
+        "S3_PREFIX": "incoming",
+        "SQS_QUEUE_URL": queue_url,
+        "STATE_LAYOUT": "folders",
+        "S3_STATE_KEY": STATE_PREFIX,
+        "AWS_ENDPOINT_URL": env.endpoint,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def objects(env: MotoEnv, bucket: str, prefix: str = "") -> set[str]:
+    listed = env.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return {item["Key"] for item in listed.get("Contents", [])}
+
+
+def test_plan_writes_the_folders_in_listing_order_without_skipped_ones(
+    env: MotoEnv, bucket: str, fan_env: dict[str, str]
+) -> None:
+    result = lambda_handler({"action": "plan"}, Context())
+    assert result["statusCode"] == 200, result
+    assert (result["folders"], result["bucket"], result["key"]) == (3, bucket, PLAN_KEY)
+    body = env.s3.get_object(Bucket=bucket, Key=PLAN_KEY)["Body"].read()
+    assert json.loads(body) == [{"folder": "a"}, {"folder": "b"}, {"folder": ODD}]
+    # The plan lists; it neither sends nor writes state.
+    assert objects(env, bucket, shards_prefix(STATE_PREFIX, "incoming/")) == set()
+
+
+def test_first_plan_fixes_initial_scan_for_every_child(
+    env: MotoEnv,
+    bucket: str,
+    queue_url: str,
+    fan_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``INITIAL_SCAN=mark-existing``: the first plan records ``since:<its start>``, so
+    each child marks the files older than the plan instead of fixing its own instant."""
+    monkeypatch.setenv("INITIAL_SCAN", "mark-existing")
+    time.sleep(1.1)  # LastModified has whole seconds: the files predate the plan's second
+    result = lambda_handler({"action": "plan"}, Context())
+    assert result["statusCode"] == 200, result
+    assert result["initial_scan"].startswith("since:")
+    initial = runs_key(STATE_PREFIX, "incoming/", "initial.json")
+    recorded = json.loads(env.s3.get_object(Bucket=bucket, Key=initial)["Body"].read())
+    assert recorded["initial_scan"] == result["initial_scan"]
+    time.sleep(1.1)  # LastModified has whole seconds
+    env.put(bucket, "incoming/a/3.csv")  # after the plan: sent
+    child = lambda_handler({"Items": [{"folder": "a"}, {"folder": "b"}]}, Context())
+    assert (child["statusCode"], child["queued"], child["marked"]) == (200, 1, 4), child
+    assert [b["key"] for b in env.bodies(queue_url)] == ["incoming/a/3.csv"]
+    # A later plan finds shards and keeps the recorded policy.
+    assert lambda_handler({"action": "plan"}, Context())["initial_scan"] == result["initial_scan"]
+
+
+def test_plan_in_a_separate_state_bucket(
+    env: MotoEnv, bucket: str, fan_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_bucket = env.new_bucket()
+    monkeypatch.setenv("S3_STATE_BUCKET", state_bucket)
+    result = lambda_handler({"action": "plan"}, Context())
+    assert (result["statusCode"], result["bucket"]) == (200, state_bucket)
+    assert objects(env, state_bucket) == {PLAN_KEY}
+    assert PLAN_KEY not in objects(env, bucket)
+
+
+def test_plan_failure_is_a_500_that_says_why(
+    env: MotoEnv, fan_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("S3_SOURCE_BUCKET", "no-such-bucket-here")
+    monkeypatch.setenv("S3_STATE_BUCKET", env.new_bucket())
+    result = lambda_handler({"action": "plan"}, Context())
+    assert result["statusCode"] == 500
+    assert "no-such-bucket-here" in result["error"]
+
+
+def test_batch_event_scans_exactly_its_folders(
+    env: MotoEnv, bucket: str, queue_url: str, fan_env: dict[str, str]
+) -> None:
+    """The ItemBatcher shape: only the named folders are listed, sent and sharded; a
+    name with a comma stays one folder."""
+    event = {"Items": [{"folder": "a"}, {"folder": ODD}], "BatchInput": {}}
+    summary = lambda_handler(event, Context())
+    assert (summary["statusCode"], summary["queued"]) == (200, 4), summary
+    sent = sorted(b["key"] for b in env.bodies(queue_url))
+    assert sent == sorted(f"incoming/{f}/{n}.csv" for f in ("a", ODD) for n in (1, 2))
+    assert objects(env, bucket, shards_prefix(STATE_PREFIX, "incoming/")) == {
+        shard_key(STATE_PREFIX, "incoming/", "a"),
+        shard_key(STATE_PREFIX, "incoming/", ODD),
+    }
+
+
+def test_single_item_event_scans_one_folder(
+    env: MotoEnv, queue_url: str, fan_env: dict[str, str]
+) -> None:
+    summary = lambda_handler({"folder": "b"}, Context())
+    assert (summary["statusCode"], summary["queued"]) == (200, 2), summary
+    assert sorted(b["key"] for b in env.bodies(queue_url)) == [
+        "incoming/b/1.csv",
+        "incoming/b/2.csv",
+    ]
+    again = lambda_handler({"folder": "b"}, Context())
+    assert (again["queued"], again["skipped"]) == (0, 2)
+
+
+def test_batch_input_dry_run_sends_and_writes_nothing(
+    env: MotoEnv, bucket: str, queue_url: str, fan_env: dict[str, str]
+) -> None:
+    event = {"Items": [{"folder": "a"}], "BatchInput": {"dry_run": True}}
+    summary = lambda_handler(event, Context())
+    assert (summary["statusCode"], summary["queued"], summary["dry_run"]) == (200, 2, True)
+    assert env.bodies(queue_url) == []
+    assert objects(env, bucket, STATE_PREFIX) == set()
+
+
+@pytest.mark.parametrize(
+    "event",
+    [{"action": "plan"}, {"Items": [{"folder": "a"}]}, {"folder": "a"}],
+    ids=["plan", "batch", "item"],
+)
+def test_fanout_events_need_the_folders_layout(
+    env: MotoEnv,
+    bucket: str,
+    queue_url: str,
+    fan_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    event: dict[str, Any],
+) -> None:
+    monkeypatch.setenv("STATE_LAYOUT", "single")
+    monkeypatch.setenv("S3_STATE_KEY", "state/processed_files.json")
+    summary = lambda_handler(event, Context())
+    assert summary["statusCode"] == 500
+    assert "STATE_LAYOUT" in summary["error"]
+    assert env.bodies(queue_url) == []
+    assert objects(env, bucket, "state/") == set()
+
+
+@pytest.mark.parametrize(
+    ("event", "named"),
+    [
+        ({"Items": []}, "Items"),
+        ({"Items": [{"folder": "a"}, {"name": "b"}]}, "Items[1]"),
+        ({"Items": [{"folder": "a/b"}]}, "Items[0]"),
+        ({"folder": ""}, "folder"),
+        ({"folder": 7}, "folder"),
+        ({"action": "plna"}, "action"),
+    ],
+    ids=["empty", "no-folder", "slash", "empty-name", "not-text", "unknown-action"],
+)
+def test_malformed_fanout_events_are_refused(
+    env: MotoEnv, queue_url: str, fan_env: dict[str, str], event: dict[str, Any], named: str
+) -> None:
+    """A bad item or an unknown action is a 500 naming the field: never a scan of
+    every folder instead."""
+    summary = lambda_handler(event, Context())
+    assert summary["statusCode"] == 500
+    assert f"event field {named} " in summary["error"], summary["error"]
+    assert env.bodies(queue_url) == []
+
+
+def _child(status: int, queued: int, **extra: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "statusCode": status,
+        "queued": queued,
+        "skipped": 10,
+        "errors": 1 if status == 207 else 0,
+        "execution_time_seconds": 1.5,
+        "listed": queued + 10,
+        "truncated": False,
+        "dry_run": False,
+        "api_calls": {"ListObjectsV2": 1, "SendMessageBatch": 2},
+        "state_objects_written": 1,
+    }
+    summary.update(extra)
+    return summary
+
+
+def test_sum_adds_up_counters_and_api_calls() -> None:
+    total = sum_summaries([_child(200, 5), _child(200, 7, truncated=True)])
+    assert total["statusCode"] == 200
+    assert (total["queued"], total["skipped"], total["errors"], total["listed"]) == (
+        12,
+        20,
+        0,
+        32,
+    )
+    assert total["api_calls"] == {"ListObjectsV2": 2, "SendMessageBatch": 4}
+    assert (total["children"], total["failed_children"], total["truncated"]) == (2, 0, True)
+    assert total["state_objects_written"] == 2
+    assert (total["execution_time_seconds"], total["slowest_child_seconds"]) == (3.0, 1.5)
+    assert "error" not in total
+
+
+def test_sum_is_207_when_a_child_is_partial_or_failed() -> None:
+    partial = sum_summaries([_child(200, 5), _child(207, 1, error="a folder failed")])
+    assert (partial["statusCode"], partial["failed_children"]) == (207, 1)
+    assert "a folder failed" in partial["error"]
+    failed = sum_summaries([_child(500, 0, error="listing failed"), {"Error": "States.Timeout"}])
+    assert (failed["statusCode"], failed["failed_children"]) == (207, 2)
+    assert "listing failed" in failed["error"] and "States.Timeout" in failed["error"]
+
+
+def test_sum_reads_lambda_invoke_results_and_refuses_a_non_list() -> None:
+    total = sum_summaries([{"Payload": _child(200, 3), "StatusCode": 200}])
+    assert (total["statusCode"], total["queued"]) == (200, 3)
+    assert sum_summaries([])["statusCode"] == 200
+    refused = sum_summaries({"queued": 1})
+    assert refused["statusCode"] == 500 and "summaries" in refused["error"]
+
+
+def test_sum_event_through_the_handler() -> None:
+    total = lambda_handler({"action": "sum", "summaries": [_child(200, 2)] * 3}, Context())
+    assert (total["statusCode"], total["queued"], total["children"]) == (200, 6, 3)
+
+
+def test_cli_plan_scan_folders_and_sum(
+    env: MotoEnv,
+    bucket: str,
+    queue_url: str,
+    fan_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """The CLI's fan-out: ``plan``, a ``scan --folders`` per batch, ``sum``."""
+    assert main(["plan"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert (planned["statusCode"], planned["folders"], planned["key"]) == (200, 3, PLAN_KEY)
+    assert main(["scan", "--folders", "a,b"]) == 0
+    first = capsys.readouterr().out
+    assert json.loads(first)["queued"] == 4
+    assert sorted(b["key"] for b in env.bodies(queue_url)) == sorted(
+        f"incoming/{f}/{n}.csv" for f in ("a", "b") for n in (1, 2)
+    )
+    assert main(["scan", "--folders", "b"]) == 0
+    second = capsys.readouterr().out
+    summaries = tmp_path / "children.jsonl"
+    summaries.write_text(first + second, encoding="utf-8")
+    assert main(["sum", str(summaries)]) == 0
+    total = json.loads(capsys.readouterr().out)
+    assert (total["queued"], total["skipped"], total["children"]) == (4, 2, 2)
+
+
+def test_cli_sum_exit_status_follows_the_children(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "children.json"
+    path.write_text(json.dumps([_child(200, 1), _child(207, 1)]), encoding="utf-8")
+    assert main(["sum", str(path)]) == 3
+    assert json.loads(capsys.readouterr().out)["statusCode"] == 207
+    path.write_text("{not json", encoding="utf-8")
+    assert main(["sum", str(path)]) == 1
+    assert "children.json" in capsys.readouterr().err
+
+
+def test_cli_plan_needs_the_folders_layout(
+    fan_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STATE_LAYOUT", "single")
+    assert main(["plan"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["statusCode"] == 500
+    assert "STATE_LAYOUT" in captured.err
