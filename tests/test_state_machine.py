@@ -2,10 +2,11 @@
 
 moto's Step Functions backend runs a definition with its ASL interpreter when its
 ``execute_state_machine`` option is on. The session's moto server runs in this process,
-so the option is switched on for the test, the interpreter's own S3 calls (the Map's
-``ItemReader``) are pointed at that server, and its Lambda invocations are answered by
-the real :func:`async_discovery.handler.lambda_handler`, called in-process (moto's
-Lambda would need Docker), against the same server's S3 and SQS.
+so the option is switched on for the test, and the interpreter's Lambda invocations are
+answered by the real :func:`async_discovery.handler.lambda_handler`, called in-process
+(moto's Lambda would need Docker). S3 and SQS (the function's, and the Map's
+``ItemReader``) are a second moto server in its own process, so that its CPU is not
+taken from the children.
 
 moto 5.2.5's ASL grammar has no ``ItemBatcher``, so the definition runs with the batcher
 left out: each child gets one ``{"folder": F}`` item, a shape the handler takes too (the
