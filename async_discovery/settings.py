@@ -349,6 +349,7 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--folders",
         parse=folder_names,
         default=None,
+        shown_default="every folder",
         help="scan exactly these folders of the prefix (comma-separated; `STATE_LAYOUT=folders`"
         " only): one child of a fan-out",
     ),

@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from async_discovery.bench.seed import PREFIX, Layout
 from async_discovery.cli import main
 from async_discovery.layout import runs_key, shard_key, state_prefix
 from async_discovery.summary import RunStats
@@ -168,3 +169,50 @@ async def test_truncated_runs_under_folders_cover_every_file_once(
         assert shard is not None
         assert sorted(shard["files"]) == [k for k in keys if k.startswith(f"incoming/{folder}/")]
     print(f"truncated sequence: {len(queued)} invocations, queued per run {queued}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_fanout_sends_what_one_run_sends(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--fanout 2``: the plan, two scanner children at once over half the folders each
+    and the sum send the same messages as one invocation over the same files, into one
+    queue, with API calls (plan and children) within children + 2 of the single run's;
+    the children run once more one after another for per-child figures."""
+    code = main(
+        [
+            "bench",
+            "--files", "200", "--folders", "8", "--reps", "1", "--sequential-reps", "0",
+            "--latency-ms", "0", "--json", "--no-progress", "--state-layout", "folders",
+            "--scenarios", "cold", "--fanout", "2",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    sc = doc["scenarios"]["cold"]
+    scanner, fanout = sc["scanner"], sc["fanout"]
+    assert scanner["messages"] == {**scanner["messages"], "count": 200, "distinct": 200}
+    assert fanout["messages"] == scanner["messages"] and fanout["messages_ok"]
+    assert fanout["status"] == 200 and fanout["queued"] == 200
+    assert fanout["children"] == 2 and len(fanout["per_child"]) == 2
+    # Every folder the plan found is scanned by exactly one child.
+    assert sum(c["folders"] for c in fanout["per_child"]) == fanout["plan"]["folders"]
+    # The children list the folders; the single run also lists the top-level objects.
+    top = [k for k in Layout(200, 8).junk_keys() if "/" not in k[len(PREFIX) :]]
+    assert top
+    assert sum(c["listed"] for c in fanout["per_child"]) == scanner["listed"] - len(top)
+    assert all(c["queued"] > 0 and c["wall_s"] > 0 for c in fanout["per_child"])
+    used = Counter(fanout["plan"]["api_calls"])
+    for child in fanout["per_child"]:
+        used.update(child["api_calls"])
+    assert dict(sorted(used.items())) == fanout["api_calls"]
+    single = sum(scanner["api_calls"].values())
+    assert abs(sum(used.values()) - single) <= fanout["children"] + 2
+    assert fanout["api_calls_ok"] and fanout["api_calls_bound"] == 4
+    assert fanout["wall_s"]["median"] >= fanout["plan"]["wall_s"] + fanout["children_wall_s"]
+    serial = fanout["serial"]
+    assert serial["messages_ok"] and len(serial["per_child"]) == 2
+
+
+def test_bench_fanout_needs_the_folders_layout(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--fanout", "2", "--no-progress"]) == 2
+    assert "--state-layout folders" in capsys.readouterr().err

@@ -70,6 +70,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .scenarios import Bench, run_memory, run_scenarios, run_sweep
     from .seed import Layout
 
+    if args.fanout and args.state_layout != "folders":
+        sys.stderr.write("async-discovery bench: --fanout needs --state-layout folders\n")
+        return 2
     use_fake_credentials()
     defaults = Config(source_bucket="x-bench", state_bucket="x-bench")
     tuning = {
@@ -90,6 +93,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "floor_concurrency": args.floor_concurrency,
             "fifo": args.fifo,
             "state_layout": args.state_layout,
+            "fanout": args.fanout,
             "tuning": tuning,
             "moto_patch": not args.stock_moto and not args.endpoint_url,
             "machine": _machine(),
@@ -109,6 +113,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     floor_concurrency=args.floor_concurrency,
                     workers=tuning["workers"],
                     profile_dir=_profile_dir(args.profile),
+                    fanout=args.fanout,
                 )
                 doc["cpu_per_10k_listed"] = {
                     name: sc["scanner"]["cpu_s"]["median"] * 10000 / max(1, sc["scanner"]["listed"])

@@ -6,13 +6,17 @@ before the clock starts; the run's wall time, CPU time (``time.process_time``: e
 thread of this process) and peak RSS (``VmHWM``, see :func:`peak_rss_kib`) go to stdout as
 one JSON line, with the RSS after imports (``baseline_rss_kb``) for reference.
 
-SPEC keys: ``kind`` (scanner, sequential, floor, state_cost), ``endpoint``, ``bucket``,
+SPEC keys: ``kind`` (scanner, plan, sequential, floor, state_cost), ``endpoint``, ``bucket``,
 ``prefix``, ``queue_url``, ``state_key``, ``skip``, ``new`` (floor), ``state_puts``
 (floor: ``[key, file]`` pairs, the state objects it writes), ``state_layout`` (scanner
 and floor: ``single`` or ``folders``), ``concurrency`` (floor), ``tuning`` (scanner:
 Config fields), ``profile`` (scanner: write a pyinstrument profile of the run to this
 path; the profiler's own overhead then inflates the timings, so profiled runs are not
-figures). ``state_cost``: see :mod:`.state_cost` (it times its own state work, after
+figures), ``barrier`` (scanner: after setup, print ``ready`` and wait for a line on
+stdin before the clock starts, so fan-out children start together; the scanner's
+result then has ``started_at``/``ended_at``, epoch seconds). ``plan``: the fan-out's
+plan step (:func:`async_discovery.fanout.run_plan`), with the scanner's config.
+``state_cost``: see :mod:`.state_cost` (it times its own state work, after
 opening its clients).
 """
 
@@ -66,7 +70,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec["kind"]
     skip = frozenset(spec.get("skip", ()))
     result: dict[str, Any]
-    if kind == "scanner":
+    if kind in ("scanner", "plan"):
+        tuning = dict(spec.get("tuning", {}))
+        if tuning.get("folders") is not None:
+            tuning["folders"] = frozenset(tuning["folders"])
         config = Config(
             source_bucket=spec["bucket"],
             prefix=spec["prefix"],
@@ -76,10 +83,28 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             skip_folders=skip,
             endpoint_url=spec["endpoint"],
             state_layout=spec.get("state_layout", "single"),
-            **spec.get("tuning", {}),
+            **tuning,
         )
+    if kind == "plan":
+        from ..fanout import run_plan
+
+        baseline = peak_rss_kib()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        plan = anyio.run(run_plan, config)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        result = {
+            "status": plan["statusCode"],
+            "folders": plan["folders"],
+            "api_calls": plan["api_calls"],
+        }
+    elif kind == "scanner":
         profiler = _profiler(spec.get("profile"))
         baseline = peak_rss_kib()
+        if spec.get("barrier"):  # a fan-out child: start when the bench says go
+            sys.stdout.write("ready\n")
+            sys.stdout.flush()
+            sys.stdin.readline()
+        started_at = time.time()
         cpu0, t0 = time.process_time(), time.perf_counter()
         if profiler is not None:
             profiler.start()
@@ -96,6 +121,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             "skipped": summary["skipped"],
             "errors": summary["errors"],
             "api_calls": summary["api_calls"],
+            "summary": summary,
+            "started_at": started_at,
+            "ended_at": started_at + wall,
         }
     elif kind == "sequential":
         baseline = peak_rss_kib()

@@ -55,6 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and the floor reads and writes state the same way (default single)",
     )
     add(
+        "--fanout",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run each scenario as the Step Functions fan-out: the plan step, then "
+        "N scanner children at once over ceil(folders / N) folders each, then the sum, "
+        "into one queue; compared with the single run (same messages, API calls within "
+        "N + 2); and once with the children one after another, for per-child figures. "
+        "Needs --state-layout folders (default 0 = no fan-out)",
+    )
+    add(
         "--state-cost",
         action="store_true",
         help="also measure the state work of a run that changes one file, on synthetic "

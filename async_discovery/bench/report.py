@@ -82,6 +82,8 @@ def scenario_table(doc: dict[str, Any]) -> str:
             f"{op} {v['used']}/{v['bound']}{'' if v['ok'] else ' OVER'}" for op, v in mins.items()
         )
         lines.append(ratio)
+        if "fanout" in sc:
+            lines.extend(fanout_lines(name, sc["fanout"]))
     cpu = doc.get("cpu_per_10k_listed")
     if cpu:
         lines.append(
@@ -89,6 +91,34 @@ def scenario_table(doc: dict[str, Any]) -> str:
             + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
         )
     return "\n".join(lines) + "\n"
+
+
+def fanout_lines(name: str, fo: dict[str, Any]) -> list[str]:
+    """The fan-out of one scenario: its walls, its checks, and each child's figures
+    (at once, and one after another)."""
+    plan = fo["plan"]
+    lines = [
+        f"{name:12} {'fan-out':11} {_m(fo['wall_s'], 3):27} = plan {plan['wall_s']:.3f} + "
+        f"{fo['children']} children at once {fo['children_wall_s']:.3f} + sum "
+        f"{fo['sum_wall_s']:.4f}; single / fan-out = {fo['speedup']:.2f}x  "
+        f"{_calls(fo['api_calls'])}",
+        f"  -> messages {fo['messages']['count']}"
+        + (f" ({fo['messages']['distinct']} keys)" if "distinct" in fo["messages"] else "")
+        + f": {'same' if fo['messages_ok'] else 'DIFFERENT'} as the single run's"
+        + ("" if "sha256" in fo["messages"] else " (count only)")
+        + f"; API calls {fo['api_calls_total']} vs single {fo['single_api_calls_total']} "
+        f"(bound +-{fo['api_calls_bound']}: {'ok' if fo['api_calls_ok'] else 'OVER'})",
+    ]
+    serial = {i: c for i, c in enumerate(fo.get("serial", {}).get("per_child", []))}
+    for i, child in enumerate(fo["per_child"]):
+        alone = serial.get(i)
+        lines.append(
+            f"     child {i}: {child['folders']} folders, {child['listed']} listed, "
+            f"{child['queued']} queued; at once wall {child['wall_s']:.3f} s CPU "
+            f"{child['cpu_s']:.2f} s"
+            + (f"; alone wall {alone['wall_s']:.3f} s CPU {alone['cpu_s']:.2f} s" if alone else "")
+        )
+    return lines
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> str:

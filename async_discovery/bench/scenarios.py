@@ -28,7 +28,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -49,6 +51,7 @@ from .seed import (
 from .servers import cpu_seconds
 
 SCENARIOS = ("cold", "warm", "incremental")
+DIGEST_LIMIT = 5000  # messages a queue digest receives one by one (see queue_digest)
 SKIP = ("logs", "temp", "backups")
 Say = Callable[[str], None]
 
@@ -97,6 +100,8 @@ class Bench:
         self.s3 = boto3.client("s3", **kw)
         self.sqs = boto3.client("sqs", **kw)
         self.tmp = tempfile.TemporaryDirectory(prefix="ad-bench-")
+        # Fan-out comparisons: every scanner run also records what its queue received.
+        self.check_messages = False
 
     def close(self) -> None:
         """Remove temporary files and close the setup clients."""
@@ -193,8 +198,159 @@ class Bench:
         result = self.measure_child(spec)
         if self.fifo and kind == "scanner":
             result["fifo_order_ok"] = self._group_order_ok(queue_url)
+        elif self.check_messages and kind == "scanner":
+            result["messages"] = self.queue_digest(queue_url)
         self.sqs.delete_queue(QueueUrl=queue_url)
         return result
+
+    def new_queue(self) -> str:
+        """A fresh, empty queue (standard or FIFO, as the bench runs); its URL."""
+        name = f"bench-{uuid.uuid4().hex[:12]}"
+        if self.fifo:
+            queue = self.sqs.create_queue(
+                QueueName=name + ".fifo", Attributes={"FifoQueue": "true"}
+            )
+            return str(queue["QueueUrl"])
+        return str(self.sqs.create_queue(QueueName=name)["QueueUrl"])
+
+    def queue_digest(self, queue_url: str) -> dict[str, Any]:
+        """What a queue received: messages, distinct keys and a SHA-256 of the sorted
+        keys (received directly from moto, not deleted; the queue is dropped after).
+
+        moto scans the whole queue on every receive, so above :data:`DIGEST_LIMIT`
+        messages only the count (``ApproximateNumberOfMessages``) is taken."""
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        count = int(attrs["ApproximateNumberOfMessages"])
+        if count > DIGEST_LIMIT:
+            return {"count": count}
+        keys: Counter[str] = Counter()
+        while True:
+            msgs = self.sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=3600
+            ).get("Messages", [])
+            if not msgs:
+                break
+            keys.update(json.loads(m["Body"])["key"] for m in msgs)
+        digest = hashlib.sha256("\n".join(sorted(keys)).encode("utf-8")).hexdigest()
+        return {"count": sum(keys.values()), "distinct": len(keys), "sha256": digest}
+
+    def measure_fanout(
+        self, bucket: str, children: int, *, parallel: bool = True
+    ) -> dict[str, Any]:
+        """One fan-out run, into one fresh queue: the plan step (a child process), the
+        plan's folders in ``children`` batches of ``ceil(folders / children)`` (the
+        Distributed Map's ``ItemBatcher``), one scanner child per batch, then
+        :func:`~async_discovery.fanout.sum_summaries` of their summaries.
+
+        ``parallel``: the children run at once, each released after its setup (the
+        phase's wall is from the release to the last child's end); otherwise one after
+        another (each child's figures without the others' contention)."""
+        from ..fanout import PLAN_NAME, sum_summaries
+        from ..layout import runs_key
+
+        queue_url = self.new_queue()
+        base: dict[str, Any] = {
+            "endpoint": self.servers.endpoint,
+            "bucket": bucket,
+            "prefix": PREFIX,
+            "queue_url": queue_url,
+            "state_key": STATE_KEY,
+            "skip": list(SKIP),
+            "state_layout": self.state_layout,
+        }
+        server0 = cpu_seconds(self.servers.server_pid) if self.servers.server_pid else 0.0
+        plan = self.measure_child({**base, "kind": "plan", "tuning": dict(self.tuning)})
+        key = runs_key(state_prefix(STATE_KEY), PREFIX, PLAN_NAME)
+        items = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        folders = [item["folder"] for item in items]
+        size = max(1, math.ceil(len(folders) / children))
+        batches = [folders[i : i + size] for i in range(0, len(folders), size)]
+        specs = [
+            {**base, "kind": "scanner", "barrier": True, "tuning": {**self.tuning, "folders": b}}
+            for b in batches
+        ]
+        if parallel:
+            phase_wall, runs = self._run_together(specs)
+        else:
+            runs = [self._run_together([spec])[1][0] for spec in specs]
+            phase_wall = sum(r["wall_s"] for r in runs)
+        t0 = time.perf_counter()
+        total = sum_summaries([r["summary"] for r in runs])
+        sum_wall = time.perf_counter() - t0
+        calls: Counter[str] = Counter(plan["api_calls"])
+        calls.update(total["api_calls"])
+        out: dict[str, Any] = {
+            "parallel": parallel,
+            "children": len(batches),
+            "folders_per_child": size,
+            "wall_s": plan["wall_s"] + phase_wall + sum_wall,
+            "plan": {k: plan[k] for k in ("status", "folders", "wall_s", "cpu_s", "api_calls")},
+            "children_wall_s": phase_wall,
+            "sum_wall_s": sum_wall,
+            "per_child": [
+                {
+                    "folders": len(b),
+                    "wall_s": r["wall_s"],
+                    "cpu_s": r["cpu_s"],
+                    "peak_rss_mb": r["peak_rss_kb"] / 1024,
+                    "listed": r["listed"],
+                    "queued": r["queued"],
+                    "status": r["status"],
+                    "api_calls": r["api_calls"],
+                }
+                for b, r in zip(batches, runs, strict=True)
+            ],
+            "status": total["statusCode"],
+            "listed": total["listed"],
+            "queued": total["queued"],
+            "api_calls": dict(sorted(calls.items())),
+            "messages": self.queue_digest(queue_url),
+        }
+        if self.servers.server_pid:
+            out["server_cpu_s"] = cpu_seconds(self.servers.server_pid) - server0
+        self.sqs.delete_queue(QueueUrl=queue_url)
+        return out
+
+    def _run_together(self, specs: Sequence[dict[str, Any]]) -> tuple[float, list[dict[str, Any]]]:
+        """Start one child per spec (each with ``barrier``), release them together once
+        all are set up; the wall from the release to the last end, and their results."""
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "async_discovery.bench.child", _json(spec)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for spec in specs
+        ]
+        try:
+            for proc in procs:
+                assert proc.stdout is not None
+                line = proc.stdout.readline()
+                if line.strip() != "ready":
+                    assert proc.stderr is not None
+                    proc.wait()
+                    raise RuntimeError(f"bench child failed: {proc.stderr.read()[-2000:]}")
+            go = time.time()
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            outputs = [proc.communicate(timeout=3600) for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        results = []
+        for proc, (out, err) in zip(procs, outputs, strict=True):
+            if proc.returncode != 0 or not out.strip():
+                raise RuntimeError(f"bench fan-out child failed: {err.strip()[-2000:]}")
+            results.append(_loads(out.strip().splitlines()[-1]))
+        return max(r["ended_at"] for r in results) - go, results
 
     def measure_child(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Run one child (:mod:`.child`) with ``spec``; its measurement, with the CPU
@@ -278,6 +434,40 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out["status"] = sorted({r["status"] for r in runs})
     if "fifo_order_ok" in last:
         out["fifo_order_ok"] = all(r["fifo_order_ok"] for r in runs)
+    if "messages" in last:
+        out["messages"] = last["messages"]
+    return out
+
+
+def fanout_figures(
+    runs: Sequence[dict[str, Any]], serial: dict[str, Any] | None, single: dict[str, Any]
+) -> dict[str, Any]:
+    """The fan-out runs of one scenario against the single run (``single``: the
+    scanner's aggregate): the last run's detail, the wall over the runs, the message
+    and API-call checks (every API call of the plan and the children, against the
+    single run's, within ``children + 2``), and the serial run's per-child figures."""
+    last = runs[-1]
+    used = sum(last["api_calls"].values())
+    single_calls = sum(single["api_calls"].values())
+    bound = last["children"] + 2
+    out: dict[str, Any] = {
+        **{k: v for k, v in last.items() if k != "wall_s"},
+        "reps": len(runs),
+        "wall_s": summarise([r["wall_s"] for r in runs]),
+        "single_wall_s": single["wall_s"]["median"],
+        "api_calls_total": used,
+        "single_api_calls_total": single_calls,
+        "api_calls_bound": bound,
+        "api_calls_ok": abs(used - single_calls) <= bound,
+        "messages_ok": all(r["messages"] == single.get("messages") for r in runs),
+    }
+    out["speedup"] = out["single_wall_s"] / out["wall_s"]["median"]
+    if serial is not None:
+        out["serial"] = {
+            "plan_wall_s": serial["plan"]["wall_s"],
+            "per_child": serial["per_child"],
+            "messages_ok": serial["messages"] == single.get("messages"),
+        }
     return out
 
 
@@ -325,11 +515,17 @@ def run_scenarios(
     floor_concurrency: int,
     workers: int,
     profile_dir: str | None = None,
+    fanout: int = 0,
 ) -> dict[str, Any]:
     """Seed ``layout``, then each scenario ``reps`` times: scanner, floor, sequential.
 
     With ``profile_dir``, one more scanner run per scenario (not in the figures) writes
     a pyinstrument profile to ``<profile_dir>/<scenario>.txt``.
+
+    With ``fanout`` (``folders`` layout only), each repetition also runs the fan-out
+    with that many children at once (:meth:`Bench.measure_fanout`), and each scenario
+    once more with the same children one after another (per-child figures without
+    contention), all from the scenario's starting state.
 
     The scanner and the floor start from the state in the bench's layout; the
     sequential design (one state object by definition) from the single state object.
@@ -343,6 +539,9 @@ def run_scenarios(
     changed = layout.changed()
     changed_set = set(changed)
     folders_layout = bench.state_layout == "folders"
+    if fanout and not folders_layout:
+        raise ValueError("the fan-out needs the folders state layout")
+    bench.check_messages = bool(fanout)
     results: dict[str, Any] = {"bucket": bucket, "state_layout": bench.state_layout}
     for scenario in scenarios:
         if scenario == "incremental":
@@ -360,9 +559,17 @@ def run_scenarios(
         }[scenario]
         floor_puts = bench.state_files({k: after[k] for k in touched} if folders_layout else after)
         runs: dict[str, list[dict[str, Any]]] = {"scanner": [], "floor": [], "sequential": []}
+        fanned: list[dict[str, Any]] = []
+        serial: dict[str, Any] | None = None
         for rep in range(reps):
             plan = ["scanner", "floor"] + (["sequential"] if rep < sequential_reps else [])
+            plan += ["fanout"] if fanout else []
             for kind in plan:
+                if kind == "fanout":
+                    bench.say(f"{scenario}: rep {rep + 1}/{reps}, fan-out x{fanout}")
+                    bench.put_state(bucket, start)
+                    fanned.append(bench.measure_fanout(bucket, fanout))
+                    continue
                 bench.say(f"{scenario}: rep {rep + 1}/{reps}, {kind}")
                 if kind == "sequential" and folders_layout:
                     bench.put_state(bucket, None if scenario == "cold" else complete_single)
@@ -377,6 +584,10 @@ def run_scenarios(
                         "groups": layout.folders,
                     }
                 runs[kind].append(bench.measure(kind, bucket, **extra))
+        if fanout:
+            bench.say(f"{scenario}: fan-out x{fanout}, children one after another")
+            bench.put_state(bucket, start)
+            serial = bench.measure_fanout(bucket, fanout, parallel=False)
         if profile_dir:
             bench.say(f"{scenario}: profiled scanner run")
             bench.put_state(bucket, start)
@@ -399,6 +610,8 @@ def run_scenarios(
             else {}
         )
         out["api_minimum"] = minimum_calls(layout, out["scanner"], new, workers, **bounds)
+        if fanned:
+            out["fanout"] = fanout_figures(fanned, serial, out["scanner"])
         results[scenario] = out
         # Leave the bucket as the next scenario expects it (incremental reseeds itself).
     if "incremental" in scenarios:
