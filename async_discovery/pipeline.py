@@ -14,7 +14,6 @@ imports an AWS library.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -174,7 +173,7 @@ class Scanner:
         settled_in, settled_out = anyio.create_memory_object_stream[str](cfg.list_concurrency)
         listers = Listers(ctx, self.lister, plan)
         if shards is not None:
-            listers.open_unit, listers.settled = shards.open, _offer(settled_in)
+            listers.open_unit, listers.settled = shards.open, _offer(settled_in, shards)
         async with anyio.create_task_group() as outer:
             async with settled_out:
                 for _ in range(cfg.list_concurrency if shards is not None else 0):
@@ -219,12 +218,15 @@ def _complete(ctx: RunContext) -> bool:
     return not stats.truncated and ctx.fatal is None and stats.folder_errors == 0
 
 
-def _offer(stream: MemoryObjectSendStream[str]) -> Callable[[str], None]:
-    """A settled folder for the committers; with none free it waits for the end."""
+def _offer(stream: MemoryObjectSendStream[str], shards: Shards) -> Callable[[str], None]:
+    """A settled folder for the committers; with none free it is written at the end
+    (still as a complete folder: its vanished files are pruned)."""
 
     def offer(folder: str) -> None:
-        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+        try:
             stream.send_nowait(folder)
+        except anyio.WouldBlock:
+            shards.settled_late.add(folder)
 
     return offer
 

@@ -302,3 +302,29 @@ def proxy_noop() -> Any:
     from async_discovery.testing.fault_proxy import Latency
 
     return Latency(0.0)
+
+
+async def test_a_folder_settled_while_every_committer_is_busy_is_still_pruned(
+    env: MotoEnv, bucket: str, queue_url: str, proxy: FaultProxy
+) -> None:
+    """With one committer held up by slow shard writes, folders that settle meanwhile are
+    written at the end of the run: as complete folders, so their vanished files are
+    pruned all the same."""
+    from async_discovery.testing.fault_proxy import Latency
+
+    names = [f"f{i}" for i in range(6)]
+    seed(env, bucket, dict.fromkeys(names, 2))
+    await scan(folders_config(env, bucket, queue_url))
+    for folder in names:
+        env.s3.delete_object(Bucket=bucket, Key=f"{P}{folder}/00.csv")
+        env.put(bucket, f"{P}{folder}/new.csv")  # every shard changes: six writes
+    proxy.inject(Latency(0.3), "PutObject")
+    config = folders_config(env, bucket, queue_url, endpoint_url=proxy.url, list_concurrency=1)
+    summary = await scan(config)
+    assert (summary["statusCode"], summary["queued"]) == (200, 6)
+    assert summary["pruned"] == 6
+    for folder in names:
+        assert sorted((shard(env, bucket, folder) or {})["files"]) == [
+            f"{P}{folder}/01.csv",
+            f"{P}{folder}/new.csv",
+        ]

@@ -40,6 +40,8 @@ class Shards:
         cfg = ctx.config
         self.state_prefix, self.prefix = cfg.state_prefix, cfg.prefix
         self.first: FirstRun | None = None
+        # Folders that settled while every committer was busy: complete, written last.
+        self.settled_late: set[str] = set()
 
     def _run_object(self, name: str) -> StateStore:
         return self.objects.store(runs_key(self.state_prefix, self.prefix, name))
@@ -86,9 +88,10 @@ class Shards:
             ctx.fail(StateError(f"state write failed: {exc}"))
 
     async def commit_rest(self) -> None:
-        """Write the shards still held: folders cut short (no pruning there)."""
+        """Write the shards still held: folders that settled late, and folders cut
+        short (no pruning there)."""
         for folder in list(self.ctx.shards):
-            await self.commit(folder, complete=False)
+            await self.commit(folder, complete=folder in self.settled_late)
 
     async def prune_vanished(self, plan: Plan) -> None:
         """Delete the shards of folders no longer under the prefix (after a complete
