@@ -9,11 +9,16 @@ that is where cfn-lint applies the Amazon States Language schema (rule E3601).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from cfnlint.api import lint  # type: ignore[import-untyped]
+
+from async_discovery.config import Config
+from async_discovery.iam import build_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "template.yaml"
@@ -87,3 +92,96 @@ def test_definition_substitutions_are_the_templates() -> None:
     used = {part.split("}")[0] for part in text.split("${")[1:]}
     assert used == names
     json.loads(text)
+
+
+# -- the template's scanner role grants what `iam-policy` prints for the layout ----------
+
+
+class _IntrinsicLoader(yaml.SafeLoader):
+    """Reads the short-form tags as their long form (``!Sub x`` -> ``{"Fn::Sub": x}``)."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    value = _tag(loader, suffix, node)
+    return {"Ref": value} if suffix == "Ref" else {f"Fn::{suffix}": value}
+
+
+_IntrinsicLoader.add_multi_constructor("!", _intrinsic)
+
+_NO_VALUE = object()
+
+
+def _resolve(value: Any, params: dict[str, str], conditions: dict[str, bool]) -> Any:
+    """Evaluate Ref, Sub, If and Equals over ``params`` (enough for the role's policy)."""
+    if isinstance(value, list):
+        items = [_resolve(v, params, conditions) for v in value]
+        return [v for v in items if v is not _NO_VALUE]
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {"Ref"}:
+        return _NO_VALUE if value["Ref"] == "AWS::NoValue" else params[value["Ref"]]
+    if set(value) == {"Fn::If"}:
+        name, then, otherwise = value["Fn::If"]
+        return _resolve(then if conditions[name] else otherwise, params, conditions)
+    if set(value) == {"Fn::Equals"}:
+        left, right = (_resolve(v, params, conditions) for v in value["Fn::Equals"])
+        return left == right
+    if set(value) == {"Fn::Sub"}:
+        spec = value["Fn::Sub"]
+        text, local = (spec, {}) if isinstance(spec, str) else spec
+        names = {**params, **{k: _resolve(v, params, conditions) for k, v in local.items()}}
+        return re.sub(r"\$\{([^}]+)\}", lambda m: str(names[m.group(1)]), text)
+    return {k: _resolve(v, params, conditions) for k, v in value.items()}
+
+
+def _grants(document: dict[str, Any]) -> set[tuple[str, str, str | None]]:
+    """Each statement as (action, resource, s3:prefix pattern) triples."""
+    found: set[tuple[str, str, str | None]] = set()
+    for statement in document["Statement"]:
+        actions = statement["Action"]
+        resources = statement["Resource"]
+        condition = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+        for action in [actions] if isinstance(actions, str) else actions:
+            for resource in [resources] if isinstance(resources, str) else resources:
+                for prefix in [condition] if isinstance(condition, str | None) else condition:
+                    found.add((action, resource, prefix))
+    return found
+
+
+@pytest.mark.parametrize("state_bucket", ["", "bkt-state"])
+def test_template_role_grants_what_iam_policy_prints(state_bucket: str) -> None:
+    template = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_IntrinsicLoader)
+    params = {
+        "AWS::Partition": "aws",
+        "AWS::Region": "us-east-1",
+        "AWS::AccountId": "123456789012",
+        "AWS::StackName": "scanner",
+        "Mode": "fanout",
+        "SourceBucket": "bkt-src",
+        "Prefix": "incoming/",
+        "StateBucket": state_bucket,
+        "StatePrefix": "state/processed_files/",
+        "QueueArn": "arn:aws:sqs:us-east-1:123456789012:files",
+        "DoctorPermissions": "false",
+    }
+    conditions = {
+        name: bool(_resolve(spec, params, {})) for name, spec in template["Conditions"].items()
+    }
+    roles = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    (scanner,) = [
+        p
+        for r in roles
+        for p in r["Properties"].get("Policies", [])
+        if p["PolicyName"] == "scanner"
+    ]
+    document = _resolve(scanner["PolicyDocument"], params, conditions)
+    config = Config(
+        source_bucket="bkt-src",
+        prefix="incoming/",
+        queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/files",
+        state_bucket=state_bucket or "bkt-src",
+        state_key="state/processed_files/",
+        state_layout="folders",
+    )
+    printed = build_policy(config).document
+    assert _grants(document) == _grants(printed)
