@@ -16,7 +16,7 @@ import pytest
 from async_discovery.testing.fault_proxy import FaultProxy, ThreadedFaultProxy
 from async_discovery.testing.moto_server import threaded_moto_server, use_fake_credentials
 
-from .helpers import MotoEnv
+from .helpers import SCANNER_VARIABLES, MotoEnv
 from .seaweedfs import SeaweedFSUnavailable, seaweedfs_server
 
 
@@ -87,3 +87,10 @@ def seaweedfs_endpoint() -> Iterator[str]:
         if problem:
             pytest.fail(problem, pytrace=False)
         yield url
+
+
+@pytest.fixture
+def clean_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No scanner variable from the developer's shell leaks into the test."""
+    for name in SCANNER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)

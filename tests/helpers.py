@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import os
 import threading
 import time
 import uuid
@@ -15,12 +16,30 @@ from botocore.config import Config as BotoConfig
 
 from async_discovery.config import DEFAULT_STATE_KEY, Config
 from async_discovery.runner import run_scan
+from async_discovery.settings import SETTINGS
 
 if TYPE_CHECKING:
     from types_boto3_sqs.literals import QueueAttributeNameType
     from types_boto3_sqs.type_defs import MessageTypeDef
 
 _counter = itertools.count()
+
+# Every variable a scanner setting is read from (tests keep the developer's shell out).
+SCANNER_VARIABLES = tuple(s.env for s in SETTINGS if s.env)
+
+
+def read_terminal(leader: int) -> bytes:
+    """Everything a child wrote to a pseudo-terminal, until it closed its end."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
 
 
 def unique(prefix: str) -> str:

@@ -24,26 +24,9 @@ from async_discovery import __version__
 from async_discovery.cli import SCAN_FLAGS, build_parser, main
 from async_discovery.config import FLAG_OF
 
-from .helpers import MotoEnv
+from .helpers import SCANNER_VARIABLES, MotoEnv, read_terminal
 
-CONFIG_VARS = (
-    "S3_SOURCE_BUCKET",
-    "S3_PREFIX",
-    "SQS_QUEUE_URL",
-    "S3_STATE_BUCKET",
-    "S3_STATE_KEY",
-    "SKIP_FOLDERS",
-    "LOG_LEVEL",
-    "WORKERS",
-    "PRUNE_MISSING",
-)
-
-
-@pytest.fixture(autouse=True)
-def clean_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No scanner variable from the developer's shell leaks into these tests."""
-    for name in CONFIG_VARS:
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_config_env")
 
 
 @pytest.fixture
@@ -66,7 +49,7 @@ def scan_env(
 
 
 def subprocess_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in SCANNER_VARIABLES}
     env.update(extra)
     return env
 
@@ -150,18 +133,10 @@ def _run_with_terminal_stderr(args: list[str], extra: dict[str, str]) -> tuple[i
         env=subprocess_env(extra),
     )
     os.close(follower)
-    chunks: list[bytes] = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed its end
-            break
-        if not data:
-            break
-        chunks.append(data)
+    terminal = read_terminal(leader)
     out, _ = proc.communicate(timeout=60)
     os.close(leader)
-    return proc.returncode, out.decode(), b"".join(chunks).decode()
+    return proc.returncode, out.decode(), terminal.decode()
 
 
 def test_progress_is_drawn_on_a_terminal(scan_env: dict[str, str]) -> None:

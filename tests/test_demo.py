@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .helpers import read_terminal
+
 CANDIDATES = (
     "incoming/sales/2026-11-01.csv",
     "incoming/sales/2026-11-02.CSV",
@@ -37,18 +39,10 @@ def _demo_on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str, str]:
         cwd=cwd,
     )
     os.close(follower)
-    chunks: list[bytes] = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed its end
-            break
-        if not data:
-            break
-        chunks.append(data)
+    terminal = read_terminal(leader)
     _, err = proc.communicate(timeout=120)
     os.close(leader)
-    return proc.returncode, b"".join(chunks).decode().replace("\r\n", "\n"), err.decode()
+    return proc.returncode, terminal.decode().replace("\r\n", "\n"), err.decode()
 
 
 def _verdict(text: str, action: str, key: str, reason: str) -> bool:

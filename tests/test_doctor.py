@@ -34,20 +34,6 @@ from async_discovery.testing.fault_proxy import (
 from .helpers import MotoEnv, scan
 from .seaweedfs import SplitEnv
 
-CONFIG_VARS = (
-    "S3_SOURCE_BUCKET",
-    "S3_PREFIX",
-    "SQS_QUEUE_URL",
-    "S3_STATE_BUCKET",
-    "S3_STATE_KEY",
-    "SKIP_FOLDERS",
-    "FORCE_REBIND",
-    "STATE_MAX_BYTES",
-    "MAX_ATTEMPTS",
-    "LOG_LEVEL",
-    "STATE_LAYOUT",
-    "INITIAL_SCAN",
-)
 CHECKS = [
     "configuration",
     "source listing",
@@ -69,11 +55,9 @@ KEYS = [
 
 
 @pytest.fixture(autouse=True)
-def clean_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No scanner variable from the developer's shell leaks into these tests."""
-    for name in CONFIG_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MAX_ATTEMPTS", "2")  # a failing call fails fast
+def fast_failures(clean_config_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean environment, where a failing call fails fast."""
+    monkeypatch.setenv("MAX_ATTEMPTS", "2")
 
 
 @pytest.fixture

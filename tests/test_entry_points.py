@@ -20,16 +20,7 @@ from async_discovery.stages.batching import Decider
 
 from .helpers import MotoEnv, scan
 
-SCANNER_VARS = (
-    "S3_SOURCE_BUCKET",
-    "S3_PREFIX",
-    "SQS_QUEUE_URL",
-    "S3_STATE_BUCKET",
-    "S3_STATE_KEY",
-    "SKIP_FOLDERS",
-    "LOG_LEVEL",
-    "WORKERS",
-)
+pytestmark = pytest.mark.usefixtures("clean_config_env")
 
 
 class FakeContext:
@@ -37,13 +28,6 @@ class FakeContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 300_000
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No scanner variable from the developer's shell leaks into these tests."""
-    for name in SCANNER_VARS:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
