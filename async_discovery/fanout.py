@@ -64,6 +64,7 @@ COUNTERS = (
     "state_bytes",
     "state_objects_read",
     "state_objects_written",
+    "state_objects_verified",
 )
 _SHOWN_ERRORS = 3  # child errors quoted in the sum's ``error`` (the rest are counted)
 

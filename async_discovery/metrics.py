@@ -19,6 +19,7 @@ _COUNTS = (
     "held_back",
     "state_objects_read",
     "state_objects_written",
+    "state_objects_verified",
 )
 
 

@@ -37,6 +37,7 @@ from .aws import open_clients
 from .aws.s3 import S3StateObjects
 from .config import Config
 from .errors import DiscoveryError, StateConflict
+from .fingerprint import object_metadata
 from .layout import is_shard_of, runs_key, shard_key, shards_prefix, single_key
 from .messages import iso_utc
 from .ports import StateObjects, StateStore
@@ -175,7 +176,7 @@ class Migration:
         if self.dry_run:
             return Outcome(store.name, "would write", entries, detail)
         try:
-            await store.save(body, if_match=etag)
+            await store.save(body, if_match=etag, metadata=object_metadata(state))
         except StateConflict as exc:
             return Outcome(
                 store.name, "failed", entries, f"written meanwhile by another run: {exc}"

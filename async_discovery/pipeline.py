@@ -173,7 +173,7 @@ class Scanner:
         settled_in, settled_out = anyio.create_memory_object_stream[str](cfg.list_concurrency)
         listers = Listers(ctx, self.lister, plan)
         if shards is not None:
-            listers.open_unit, listers.settled = shards.open, _offer(settled_in, shards)
+            listers.units, listers.settled = shards, _offer(settled_in, shards)
         async with anyio.create_task_group() as outer:
             async with settled_out:
                 for _ in range(cfg.list_concurrency if shards is not None else 0):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from .models import ListedObject, Outgoing
@@ -54,12 +54,25 @@ class StateStore(Protocol):
         """The raw state and its ETag, or (None, None) when no state object exists."""
         ...
 
-    async def save(self, body: bytes, *, if_match: str | None) -> str:
-        """Write ``body`` if the object still has ETag ``if_match`` (None: if none exists).
+    async def save(
+        self, body: bytes, *, if_match: str | None, metadata: Mapping[str, str] | None = None
+    ) -> str:
+        """Write ``body`` if the object still has ETag ``if_match`` (None: if none exists),
+        with user ``metadata`` (a shard's fingerprint).
 
         Returns the new ETag; raises ``StateConflict`` when the condition fails.
         """
         ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObjectHead:
+    """The first bytes of a state object and what its ``GetObject`` answered."""
+
+    data: bytes  # the first bytes: the whole object when ``size <= len(data)``
+    etag: str
+    size: int  # of the whole object
+    metadata: Mapping[str, str]
 
 
 class StateSink(Protocol):
@@ -84,7 +97,18 @@ class StreamingStateStore(StateStore, Protocol):
         object exists. Errors raised by ``sink`` propagate."""
         ...
 
-    async def save_stream(self, body: io.RawIOBase, *, if_match: str | None) -> str:
+    async def load_head(self, size: int) -> ObjectHead | None:
+        """The object's first ``size`` bytes (a ranged ``GetObject``), or None when no
+        such object exists."""
+        ...
+
+    async def save_stream(
+        self,
+        body: io.RawIOBase,
+        *,
+        if_match: str | None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
         """:meth:`StateStore.save` with a seekable body of known ``len()``."""
         ...
 

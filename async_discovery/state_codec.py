@@ -51,6 +51,20 @@ def decode(
     return decoder.close()
 
 
+def decode_head(data: bytes, *, name: str, version: int, step: int = 1024) -> State | None:
+    """The fields before ``files`` of an object whose first bytes are ``data`` (see
+    :meth:`StateDecoder.head`), fed ``step`` bytes at a time until ``files`` is reached
+    (its entries are not wanted); raises :class:`StateCorrupt` as :func:`decode` would."""
+    decoder = StateDecoder(name=name, version=version)
+    view = memoryview(data)
+    for start in range(0, len(view), step):
+        decoder.feed(view[start : start + step])
+        head = decoder.head()
+        if head is not None:
+            return head
+    return None
+
+
 _MORE: Any = object()  # a parse step needs more input
 
 
@@ -124,6 +138,14 @@ class StateDecoder:
                     self._choose()
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
             raise StateCorrupt(f"state object {self.name} is not valid JSON: {exc}") from exc
+
+    def head(self) -> State | None:
+        """The top-level fields fed so far, once they reach ``files`` (this scanner writes
+        every other field first), as a :class:`State` without files, checked as
+        :meth:`close` checks a whole object; None while ``files`` is not reached."""
+        if "files" not in self._doc or "version" not in self._doc:
+            return None  # another writer's order: read the whole object
+        return self._state({**self._doc, "files": Files()})
 
     def close(self) -> State:
         """The decoded state, once all bytes were fed.

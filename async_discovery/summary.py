@@ -36,6 +36,8 @@ class RunStats:
     state_written: bool = False
     state_objects_read: int = 0  # state objects (or shards) that existed and were read
     state_objects_written: int = 0
+    # Shards of which only the head was read: their folder matched their fingerprint.
+    state_objects_verified: int = 0
     state_objects_deleted: int = 0  # shards of vanished folders, a finished cursor
     # Messages for a 207: what failed without failing the run (e.g. an unreadable shard).
     warnings: list[str] = dataclasses.field(default_factory=list)
@@ -78,6 +80,7 @@ def build_summary(
         "state_bytes": stats.state_bytes,
         "state_objects_read": stats.state_objects_read,
         "state_objects_written": stats.state_objects_written,
+        "state_objects_verified": stats.state_objects_verified,
         "truncated": stats.truncated,
         "dry_run": dry_run,
         "api_calls": dict(sorted(stats.api_calls.items())),

@@ -8,7 +8,7 @@ S3 and SQS do is tested against the moto server, never against these.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import anyio
@@ -81,8 +81,10 @@ class MemoryStore:
         """The body and its ETag, or (None, None)."""
         return self.body, self.etag
 
-    async def save(self, body: bytes, *, if_match: str | None) -> str:
-        """Write if the ETag still matches (None: only if absent)."""
+    async def save(
+        self, body: bytes, *, if_match: str | None, metadata: Mapping[str, str] | None = None
+    ) -> str:
+        """Write if the ETag still matches (None: only if absent); metadata is dropped."""
         if if_match != self.etag:
             raise StateConflict(f"{self.name} changed meanwhile")
         self.body, self.writes = body, self.writes + 1

@@ -19,6 +19,7 @@ from async_discovery.aws import S3Lister, S3StateStore, SqsSender, open_clients
 from async_discovery.config import DEFAULT_STATE_KEY
 from async_discovery.errors import StateConflict
 from async_discovery.pipeline import Scanner
+from async_discovery.stages import shards
 
 from .helpers import MotoEnv, scan
 from .seaweedfs import SplitEnv, split_env
@@ -274,3 +275,28 @@ async def test_corrupt_state_is_500_unchanged_and_nothing_sent(
     assert s3env.state_bytes(s3bucket) == raw
     assert s3env.bodies(queue) == []
     assert summary["api_calls"].get("ListObjectsV2", 0) == 0
+
+
+async def test_unchanged_shards_are_verified_by_their_head(
+    s3env: MotoEnv, s3bucket: str, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranged ``GetObject`` and user metadata as each backend serves them: the listing
+    order of awkward keys gives the fingerprint the shard was written with."""
+    monkeypatch.setattr(shards, "HEAD_BYTES", 300)
+    names = ["a b.csv", "ü.csv", "+%2F.csv", "z.csv", "A.csv", "a~.csv", "日本.csv", "0.csv"]
+    keys = [f"incoming/{folder}/{name}" for folder in ("x", "y") for name in names]
+    s3env.put_many(s3bucket, keys)
+    config = s3env.config(s3bucket, queue, state_layout="folders")
+    first = await scan(config)
+    assert (first["queued"], first["state_objects_written"]) == (16, 2)
+    s3env.bodies(queue)
+    warm = await scan(config)
+    assert (warm["skipped"], warm["state_objects_verified"]) == (16, 2)
+    s3env.put(s3bucket, "incoming/y/ü.csv", b"changed\n")
+    run = await scan(config)
+    assert (run["updated"], run["state_objects_verified"], run["state_objects_written"]) == (
+        1,
+        1,
+        1,
+    )
+    assert [b["key"] for b in s3env.bodies(queue)] == ["incoming/y/ü.csv"]

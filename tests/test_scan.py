@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -271,9 +271,11 @@ class InterferingStore:
             )
         return result
 
-    async def save(self, body: bytes, *, if_match: str | None) -> str:
+    async def save(
+        self, body: bytes, *, if_match: str | None, metadata: Mapping[str, str] | None = None
+    ) -> str:
         self.conditions.append(if_match)
-        return await self.inner.save(body, if_match=if_match)
+        return await self.inner.save(body, if_match=if_match, metadata=metadata)
 
 
 @pytest.mark.parametrize("existing", [False, True])

@@ -14,6 +14,7 @@ import pytest
 from async_discovery.config import Config, parse_initial_scan
 from async_discovery.errors import ConfigError
 from async_discovery.layout import runs_key, shard_key, shard_name, state_prefix
+from async_discovery.stages import shards
 from async_discovery.summary import RunStats
 from async_discovery.testing.fault_proxy import FaultProxy
 
@@ -22,6 +23,15 @@ from .operator_support import candidate_budget
 
 SP = "state/processed_files/"  # the state prefix of the default S3_STATE_KEY
 P = "incoming/"
+
+
+@pytest.fixture(autouse=True, params=["whole", "head"])
+def shard_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every clause holds both ways a shard is opened: read whole (a shard smaller than
+    the first read), and by its head and fingerprint (here: any shard over 256 bytes)."""
+    if request.param == "head":
+        monkeypatch.setattr(shards, "HEAD_BYTES", 256)
+    return str(request.param)
 
 
 def shard(env: MotoEnv, bucket: str, folder: str) -> dict[str, Any] | None:
@@ -70,7 +80,7 @@ def test_folders_layout_needs_folder_listings() -> None:
 
 
 async def test_a_shard_per_folder_written_only_when_it_changed(
-    env: MotoEnv, bucket: str, queue_url: str
+    env: MotoEnv, bucket: str, queue_url: str, shard_reads: str
 ) -> None:
     keys = seed(env, bucket, {"a": 3, "b": 2, "c": 4})
     env.put(bucket, f"{P}logs/skip.csv")
@@ -98,6 +108,7 @@ async def test_a_shard_per_folder_written_only_when_it_changed(
     warm = await scan(config)
     assert (warm["queued"], warm["skipped"]) == (0, 9)
     assert (warm["state_objects_read"], warm["state_objects_written"]) == (3, 0)
+    assert warm["state_objects_verified"] == (3 if shard_reads == "head" else 0)
 
     # Changes in two folders: two shard writes, the third shard untouched.
     before_c = env.state_bytes(bucket, shard_key(SP, P, "c"))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..changes import strip_etag
 from ..errors import ListingError, StateConflict, StateTooLarge, StorageError
 from ..models import ListedObject
-from ..ports import RawPage, StateSink
+from ..ports import ObjectHead, RawPage, StateSink
 from .errors import AWS_ERRORS, describe, error_code, http_status
 
 if TYPE_CHECKING:
@@ -106,43 +106,78 @@ class S3StateStore:
             length = int(resp.get("ContentLength", 0))
             if length > self.max_bytes:
                 resp["Body"].close()
-                raise StateTooLarge(
-                    f"state object {self.name} is {length} bytes, "
-                    f"over STATE_MAX_BYTES={self.max_bytes}"
-                )
+                raise self._too_large(length)
             received = 0
             async with resp["Body"] as stream:
                 async for chunk in stream.iter_chunks(_CHUNK):
                     received += len(chunk)
                     if received > self.max_bytes:
-                        raise StateTooLarge(
-                            f"state object {self.name} is over "
-                            f"STATE_MAX_BYTES={self.max_bytes} bytes"
-                        )
+                        raise self._too_large(None)
                     sink.feed(chunk)
             return True, resp["ETag"]
         except AWS_ERRORS as exc:
-            code = error_code(exc)
-            if code in ("NoSuchKey", "404") or (code == "" and http_status(exc) == 404):
-                return False, None
-            if code == "NoSuchBucket":
-                raise StorageError(f"state bucket {self.bucket!r} does not exist") from exc
-            if code == "AccessDenied" or (code == "" and http_status(exc) == 403):
-                # S3 hides a missing key behind 403 from a caller who may not list the
-                # bucket, so on the first run a least-privilege role sees this. A 403 is
-                # "no state" only when a listing of exactly the key shows it absent:
-                # reading a real denial as "no state" would resend every file.
-                missing = await self._listed_missing()
-                if missing:
-                    return False, None
-                if missing is None:
-                    raise StorageError(
-                        f"reading state {self.name} failed: {describe(exc)}; listing the "
-                        "key to tell a missing object from a forbidden one was denied too "
-                        "(grant s3:ListBucket with s3:prefix = the state key: see "
-                        "`async-discovery iam-policy`)"
-                    ) from exc
-            raise StorageError(f"reading state {self.name} failed: {describe(exc)}") from exc
+            await self._read_failed(exc)
+            return False, None
+
+    async def load_head(self, size: int) -> ObjectHead | None:
+        """The first ``size`` bytes (``Range``), the ETag, the whole size (from
+        ``Content-Range``) and the user metadata; None when the object does not exist.
+        Over ``max_bytes`` raises :class:`StateTooLarge`; an empty object (which no
+        range fits) is read whole."""
+        try:
+            try:
+                resp = await self.client.get_object(
+                    Bucket=self.bucket, Key=self.key, Range=f"bytes=0-{size - 1}"
+                )
+            except AWS_ERRORS as exc:
+                if error_code(exc) != "InvalidRange":
+                    raise
+                resp = await self.client.get_object(Bucket=self.bucket, Key=self.key)
+            length = int(resp.get("ContentLength", 0))
+            whole = _range_total(resp.get("ContentRange"), length)
+            if whole > self.max_bytes:
+                resp["Body"].close()
+                raise self._too_large(whole)
+            async with resp["Body"] as stream:
+                data = await stream.read()
+            return ObjectHead(data, resp["ETag"], whole, dict(resp.get("Metadata", {})))
+        except AWS_ERRORS as exc:
+            await self._read_failed(exc)
+            return None
+
+    def _too_large(self, length: int | None) -> StateTooLarge:
+        """``length``: the size announced (None: more bytes arrived than the cap)."""
+        if length is None:
+            return StateTooLarge(
+                f"state object {self.name} is over STATE_MAX_BYTES={self.max_bytes} bytes"
+            )
+        return StateTooLarge(
+            f"state object {self.name} is {length} bytes, over STATE_MAX_BYTES={self.max_bytes}"
+        )
+
+    async def _read_failed(self, exc: BaseException) -> None:
+        """Return when a failed read means "no such object"; raise otherwise."""
+        code = error_code(exc)
+        if code in ("NoSuchKey", "404") or (code == "" and http_status(exc) == 404):
+            return
+        if code == "NoSuchBucket":
+            raise StorageError(f"state bucket {self.bucket!r} does not exist") from exc
+        if code == "AccessDenied" or (code == "" and http_status(exc) == 403):
+            # S3 hides a missing key behind 403 from a caller who may not list the
+            # bucket, so on the first run a least-privilege role sees this. A 403 is
+            # "no state" only when a listing of exactly the key shows it absent:
+            # reading a real denial as "no state" would resend every file.
+            missing = await self._listed_missing()
+            if missing:
+                return
+            if missing is None:
+                raise StorageError(
+                    f"reading state {self.name} failed: {describe(exc)}; listing the "
+                    "key to tell a missing object from a forbidden one was denied too "
+                    "(grant s3:ListBucket with s3:prefix = the state key: see "
+                    "`async-discovery iam-policy`)"
+                ) from exc
+        raise StorageError(f"reading state {self.name} failed: {describe(exc)}") from exc
 
     async def _listed_missing(self) -> bool | None:
         """True when a listing of exactly the state key shows no such object, False when
@@ -154,11 +189,19 @@ class S3StateStore:
             return None
         return not any(item.get("Key") == self.key for item in resp.get("Contents", ()))
 
-    async def save(self, body: bytes, *, if_match: str | None) -> str:
+    async def save(
+        self, body: bytes, *, if_match: str | None, metadata: Mapping[str, str] | None = None
+    ) -> str:
         """Conditional ``PutObject``; a refused condition raises :class:`StateConflict`."""
-        return await self.save_stream(io.BytesIO(body), if_match=if_match)
+        return await self.save_stream(io.BytesIO(body), if_match=if_match, metadata=metadata)
 
-    async def save_stream(self, body: io.RawIOBase | io.BytesIO, *, if_match: str | None) -> str:
+    async def save_stream(
+        self,
+        body: io.RawIOBase | io.BytesIO,
+        *,
+        if_match: str | None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
         """:meth:`save` from a seekable body (``state_codec.EncodedBody``): botocore takes the
         Content-Length from ``len()`` or seek/tell and re-reads it by seeking back (CRC32
         checksum, SigV4 payload hash, retries); aiohttp streams it in chunks."""
@@ -169,6 +212,7 @@ class S3StateStore:
                 Key=self.key,
                 Body=cast("IO[bytes]", body),  # typeshed: RawIOBase is not IO[bytes]
                 ContentType="application/json",
+                Metadata=dict(metadata or {}),
                 **condition,  # type: ignore[arg-type]
             )
         except AWS_ERRORS as exc:
@@ -185,6 +229,16 @@ class S3StateStore:
                 raise StorageError(f"state bucket {self.bucket!r} does not exist") from exc
             raise StorageError(f"writing state {self.name} failed: {describe(exc)}") from exc
         return str(resp.get("ETag", ""))
+
+
+def _range_total(content_range: str | None, length: int) -> int:
+    """The whole object's size from ``Content-Range: bytes 0-16383/1745123`` (a server
+    that ignored the range sent the whole object: its ``ContentLength``)."""
+    if content_range and "/" in content_range:
+        total = content_range.rsplit("/", 1)[1]
+        if total.isdigit():
+            return int(total)
+    return length
 
 
 class S3StateObjects:

@@ -45,6 +45,7 @@ from .seed import (
     STATE_KEY,
     Layout,
     extra_junk,
+    object_metadata_of,
     put_objects,
     state_objects,
 )
@@ -151,7 +152,8 @@ class Bench:
             chunk: Any = [{"Key": key} for key in old[start : start + 1000]]
             self.s3.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
         for key, body in (objects or {}).items():
-            self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+            metadata = object_metadata_of(key, body)  # as the scanner writes it
+            self.s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata)
 
     def state_files(self, objects: dict[str, bytes]) -> list[list[str]]:
         """Write each body to a temporary file: ``[key, path]`` pairs (for the floor's

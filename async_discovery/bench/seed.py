@@ -17,9 +17,10 @@ import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from ..fingerprint import object_metadata
 from ..layout import shard_key, single_key, state_prefix
 from ..state import SHARD_VERSION, FileEntry, State
-from ..state_codec import encode
+from ..state_codec import decode, encode
 
 PREFIX = "incoming/"
 STATE_KEY = "state/processed_files.json"  # S3_STATE_KEY of every bench run
@@ -160,3 +161,11 @@ def state_objects(
         )
         for folder, files in by_folder.items()
     }
+
+
+def object_metadata_of(key: str, body: bytes) -> dict[str, str]:
+    """The user metadata the scanner writes with the state object ``key``: a shard's
+    fingerprint (decoded from ``body``), none for the single object."""
+    if not key.startswith(state_prefix(STATE_KEY) + "folders/"):
+        return {}
+    return object_metadata(decode(body, name=key, version=SHARD_VERSION))

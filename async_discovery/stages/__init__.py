@@ -8,7 +8,9 @@
 - :mod:`.plan` turns the configuration and the saved cursor into listing jobs (the
   folder discovery listing, or the flat listing of the whole prefix).
 - :mod:`.listing` pages through each job's listing and classifies keys with the
-  discovery rule; it knows nothing of state.
+  discovery rule; it knows nothing of state. A folder's pages pass its
+  :mod:`.gate`, which holds them until the folder's state unit can decide them (a
+  shard read by its head waits for the listing's fingerprint, :mod:`.shards`).
 - :mod:`.decide` holds the pure decision of one candidate (:func:`~.decide.decide`),
   the :class:`~.decide.Tally` that turns decisions into counters and explain lines, and
   the decider stage that packs messages to send into batches.

@@ -24,7 +24,7 @@ from ..resume import ListingProgress
 from ..state import FileEntry
 from .classify import account
 from .context import FLAT, RunContext
-from .decide import HELD, Action, decide
+from .decide import HELD, UNCHANGED, Action, decide
 
 
 @dataclasses.dataclass(slots=True)
@@ -109,6 +109,9 @@ class Decider:
         """Decide one candidate; record a mark; return the message to send, if any."""
         ctx, cfg = self.ctx, self.ctx.config
         unit = ctx.unit_of(folder)
+        if unit.verified:  # the listing matched the shard's fingerprint
+            ctx.tally.decided(obj, UNCHANGED)
+            return None
         if unit.unseen is not None:
             unit.unseen.discard(obj.key)
         entry = unit.state.files.get(obj.key)

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from ..errors import StateConflict, StateError, StateTooLarge
+from ..fingerprint import object_metadata
 from ..messages import iso_utc
 from ..ports import StateStore, StreamingStateStore
 from ..state import SHARD_VERSION, STATE_VERSION, State, StateChanges, apply, check_source
@@ -26,6 +27,8 @@ from .plan import FirstRun, Plan
 from .units import StateBudget, Unit
 
 log = logging.getLogger("async_discovery")
+
+ENCODE_WHOLE_BELOW = 20_000  # entries (~3.5 MB encoded); see _save
 
 
 class _CountingSink:
@@ -41,12 +44,13 @@ class _CountingSink:
 
 
 async def load_state(
-    ctx: RunContext, store: StateStore, *, version: int = STATE_VERSION
+    ctx: RunContext, store: StateStore, *, version: int = STATE_VERSION, count: bool = True
 ) -> tuple[State | None, str | None, int]:
     """The decoded object, its ETag and size, or (None, None, 0) when it does not exist.
 
     A streaming store feeds the decoder as the object arrives: the raw bytes are as
-    large as the decoded state, so they are never held whole next to it.
+    large as the decoded state, so they are never held whole next to it. ``count``:
+    add it to the objects read (False when its head was read and counted already).
     """
     name, max_bytes = store.name, ctx.config.state_max_bytes
     if isinstance(store, StreamingStateStore):
@@ -58,7 +62,8 @@ async def load_state(
         found, size = raw is not None, len(raw or b"")
         state = decode(raw, name=name, max_bytes=max_bytes, version=version) if raw else None
     if found:
-        ctx.stats.state_objects_read += 1
+        if count:
+            ctx.stats.state_objects_read += 1
         ctx.stats.state_bytes = max(ctx.stats.state_bytes, size)
     return state, etag, size
 
@@ -69,34 +74,49 @@ async def open_unit(ctx: RunContext, store: StateStore, *, folder: str | None = 
     Raises a ``StateError`` for an object that cannot be used (corrupt, too large,
     bound to another source bucket) and a ``StorageError`` when S3 refuses the read.
     """
-    cfg = ctx.config
     version = STATE_VERSION if folder is None else SHARD_VERSION
     state, etag, size = await load_state(ctx, store, version=version)
+    return unit_of(ctx, store, state, etag, size, folder)
+
+
+def unit_of(
+    ctx: RunContext,
+    store: StateStore,
+    state: State | None,
+    etag: str | None,
+    size: int,
+    folder: str | None,
+) -> Unit:
+    """The unit of an object as loaded (``state`` None: it does not exist yet)."""
+    cfg = ctx.config
     if state is not None:
         check_source(state, cfg.source_bucket, name=store.name, force_rebind=cfg.force_rebind)
     else:
-        state = State(version=version)
+        state = State(version=STATE_VERSION if folder is None else SHARD_VERSION)
         if folder is not None:
             state.extra = {"prefix": cfg.prefix, "folder": folder}
-    budget = StateBudget(cfg.state_max_bytes, size)
-    return Unit(store, state, etag, budget, folder)
+    return Unit(store, state, etag, StateBudget(cfg.state_max_bytes, size), folder)
 
 
 async def _save(ctx: RunContext, store: StateStore, state: State, etag: str | None) -> int:
     """One conditional write of ``state``; returns its size in bytes.
 
     A streaming store gets a body that encodes the state as it is read, so the
-    encoded bytes (as large as the state) never exist whole next to it.
+    encoded bytes (as large as the state) never exist whole next to it. A state of
+    fewer than ``ENCODE_WHOLE_BELOW`` entries (a few MB: a shard, a small single object)
+    is encoded once to bytes instead: streaming encodes it once per read of the body
+    (its length, the checksum, the send).
     """
     updated_at = iso_utc(ctx.clock())
-    if isinstance(store, StreamingStateStore):
+    metadata = object_metadata(state)
+    if isinstance(store, StreamingStateStore) and len(state.files) >= ENCODE_WHOLE_BELOW:
         body = EncodedBody(state, updated_at)
         _check_size(ctx, store, len(body))
-        await store.save_stream(body, if_match=etag)
+        await store.save_stream(body, if_match=etag, metadata=metadata)
         return len(body)
     raw = encode(state, updated_at)
     _check_size(ctx, store, len(raw))
-    await store.save(raw, if_match=etag)
+    await store.save(raw, if_match=etag, metadata=metadata)
     return len(raw)
 
 

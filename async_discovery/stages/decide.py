@@ -60,7 +60,7 @@ def decide(
     previous = entry.etag if entry is not None else None
     change = detect(obj.etag, previous)
     if change is Change.UNCHANGED:
-        return Decision(Action.SKIP, "unchanged")
+        return UNCHANGED
     if min_age_seconds > 0:
         age = (now - obj.last_modified).total_seconds()
         if age < min_age_seconds:
@@ -71,6 +71,7 @@ def decide(
 
 
 HELD = Decision(Action.HOLD, "state-full")
+UNCHANGED = Decision(Action.SKIP, "unchanged")
 
 
 class Tally:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import aclosing
 
 import anyio
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..discovery import folder_prefix
@@ -24,13 +23,12 @@ from ..ports import Lister
 from ..resume import ListingProgress
 from .classify import classify_page
 from .context import FLAT, RunContext
+from .gate import FolderGate, Units
 from .plan import Job, Plan
-from .units import Unit
 
 log = logging.getLogger("async_discovery")
 
 
-OpenUnit = Callable[[Job], Awaitable[Unit]]
 Settled = Callable[[str], None]
 
 
@@ -38,15 +36,16 @@ Settled = Callable[[str], None]
 class Listers:
     """The list stage of one run: hands the plan's jobs to the listers in S3 order.
 
-    With ``open_unit`` (the folders layout) each folder's shard is loaded while its
-    first page is listed, and ``settled(folder)`` is called once every page of the
-    folder is listed and handled (the shard can then be written).
+    With ``units`` (the folders layout) each folder's shard is opened while its first
+    page is listed, its pages passing a :class:`~.gate.FolderGate`, and
+    ``settled(folder)`` is called once every page of the folder is listed and handled
+    (the shard can then be written).
     """
 
     ctx: RunContext
     lister: Lister
     plan: Plan
-    open_unit: OpenUnit | None = None
+    units: Units | None = None
     settled: Settled | None = None
 
     async def run(self, pages: MemoryObjectSendStream[Page]) -> None:
@@ -79,9 +78,9 @@ class Listers:
             return  # taken just as the run stopped: stays pending from start_after
         failure: ListingError | StateError | StorageError | None = None
         async with anyio.create_task_group() as tg:
-            unit = _Opening(self.open_unit, job, tg)
+            gate = FolderGate(self.units, job, tg)
             try:
-                finished = await self._pages(job, progress, unit, pages)
+                finished = await self._pages(job, progress, gate, pages)
             except (ListingError, StateError, StorageError) as exc:
                 failure = exc  # caught here: a task group would wrap it in a group
         if failure is not None:
@@ -108,11 +107,12 @@ class Listers:
         self,
         job: Job,
         progress: ListingProgress,
-        unit: _Opening,
+        gate: FolderGate,
         pages: MemoryObjectSendStream[Page],
     ) -> bool:
-        """Stream the job's pages (the first waits for the folder's shard); True when
-        the listing was read to its end, False when the run stopped first."""
+        """Stream the job's pages through ``gate``; True when the listing was read to
+        its end, False when the run stopped first (held pages are then dropped: the
+        cursor keeps the folder pending)."""
         ctx = self.ctx
         prefix = ctx.config.prefix
         if job.folder is not None:
@@ -123,38 +123,11 @@ class Listers:
         async with aclosing(listing) as raws:
             seq = 0
             async for raw in raws:
-                await unit.ready()
                 page = classify_page(ctx, raw, job.folder, seq)
                 progress.listed(seq, page.last_key)
-                await pages.send(page)
+                await gate.page(page, pages.send)
                 seq += 1
                 if ctx.stopping():
                     return False
-        await unit.ready()
+        await gate.finish(pages.send)
         return True
-
-
-class _Opening:
-    """A folder's shard being loaded next to the listing of its first page."""
-
-    def __init__(self, open_unit: OpenUnit | None, job: Job, tg: TaskGroup) -> None:
-        self._done = anyio.Event()
-        self._error: Exception | None = None
-        if open_unit is None or job.folder is None:
-            self._done.set()
-        else:
-            tg.start_soon(self._open, open_unit, job)
-
-    async def _open(self, open_unit: OpenUnit, job: Job) -> None:
-        try:
-            await open_unit(job)
-        except (StateError, StorageError) as exc:
-            self._error = exc
-        finally:
-            self._done.set()
-
-    async def ready(self) -> None:
-        """Wait for the shard; raise what made it unusable."""
-        await self._done.wait()
-        if self._error is not None:
-            raise self._error

@@ -17,18 +17,24 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import DiscoveryError, StateConflict, StateCorrupt, StateError
+from ..fingerprint import META_KEY
 from ..layout import is_shard_of, runs_key, shard_key, shards_prefix
 from ..messages import iso_utc
-from ..ports import StateObjects, StateStore
+from ..ports import ObjectHead, StateObjects, StateStore, StreamingStateStore
 from ..resume import cursor_problem
 from ..settings import InitialScan
 from ..state import SHARD_VERSION, StateChanges
-from .commit import open_unit, write_state
+from ..state_codec import decode, decode_head
+from .commit import load_state, open_unit, unit_of, write_state
 from .context import RunContext
 from .plan import FirstRun, Job, Plan
 from .units import Unit
 
 log = logging.getLogger("async_discovery")
+
+# A shard's first bytes read when its folder is listed from the start: the fields
+# before "files" (a few hundred bytes as written here), or the whole of a small shard.
+HEAD_BYTES = 16 * 1024
 
 
 class Shards:
@@ -49,17 +55,67 @@ class Shards:
     # -- per folder ------------------------------------------------------------------
 
     async def open(self, job: Job) -> Unit:
-        """Load ``job``'s folder's shard and register it (raises when unusable)."""
+        """Load ``job``'s folder's shard and register it (raises when unusable).
+
+        A folder listed from its start reads only the shard's first bytes: all of a
+        small shard; of a larger one with a fingerprint, its head (the files are read
+        by :meth:`settle` only if the folder's listing does not match it)."""
         ctx, folder = self.ctx, job.folder
         assert folder is not None
         store = self.objects.store(shard_key(self.state_prefix, self.prefix, folder))
-        unit = await open_unit(ctx, store, folder=folder)
-        if not unit.existed and self.first is not None:
-            unit.mark_before = self.first.mark_before  # a folder new since the first run
-        if ctx.config.prune_missing and job.start_after is None:
-            unit.unseen = set(unit.state.files)  # listed from its start: may prune
+        if job.start_after is None and isinstance(store, StreamingStateStore):
+            unit = self._from_head(store, folder, await store.load_head(HEAD_BYTES))
+            if unit is None:  # the head was not enough: read the whole shard
+                state, etag, size = await load_state(ctx, store, version=SHARD_VERSION, count=False)
+                unit = unit_of(ctx, store, state, etag, size, folder)
+        else:
+            unit = await open_unit(ctx, store, folder=folder)
+        self._prepare(unit, whole_listing=job.start_after is None)
         ctx.shards[folder] = unit
         return unit
+
+    def _from_head(self, store: StateStore, folder: str, head: ObjectHead | None) -> Unit | None:
+        """The unit from the shard's first ``HEAD_BYTES``; None when the whole shard must
+        be read (no fingerprint, fields after ``files``, another source bucket)."""
+        ctx, cfg = self.ctx, self.ctx.config
+        if head is None:
+            return unit_of(ctx, store, None, None, 0, folder)
+        ctx.stats.state_objects_read += 1
+        ctx.stats.state_bytes = max(ctx.stats.state_bytes, head.size)
+        if head.size <= len(head.data):  # a small shard: read whole
+            state = decode(head.data, name=store.name, version=SHARD_VERSION)
+            return unit_of(ctx, store, state, head.etag, head.size, folder)
+        expected = head.metadata.get(META_KEY)
+        fields = decode_head(head.data, name=store.name, version=SHARD_VERSION)
+        if expected is None or fields is None or fields.source_bucket != cfg.source_bucket:
+            return None
+        unit = unit_of(ctx, store, fields, head.etag, head.size, folder)
+        unit.expected = expected
+        return unit
+
+    async def settle(self, unit: Unit, fingerprint: str | None) -> None:
+        """A shard opened by its head, once its folder's listing is known: verified
+        when ``fingerprint`` (of the listing) is the shard's, else its files are read
+        (``fingerprint`` None: the listing was too long to hold). Raises as :meth:`open`."""
+        if fingerprint is not None and fingerprint == unit.expected:
+            unit.verified = True
+            self.ctx.stats.state_objects_verified += 1
+            return
+        ctx, folder = self.ctx, unit.folder
+        state, etag, size = await load_state(ctx, unit.store, version=SHARD_VERSION, count=False)
+        loaded = unit_of(ctx, unit.store, state, etag, size, folder)
+        unit.state, unit.etag, unit.budget = loaded.state, loaded.etag, loaded.budget
+        unit.expected = None
+        self._prepare(unit, whole_listing=True)
+
+    def _prepare(self, unit: Unit, *, whole_listing: bool) -> None:
+        """The first-run policy of a new folder; what a listing from its start prunes."""
+        if unit.head_only:
+            return
+        if not unit.existed and self.first is not None:
+            unit.mark_before = self.first.mark_before  # a folder new since the first run
+        if self.ctx.config.prune_missing and whole_listing:
+            unit.unseen = set(unit.state.files)  # listed from its start: may prune
 
     async def commit(self, folder: str, *, complete: bool) -> None:
         """Write ``folder``'s shard if this run changed it, and drop it from memory.
@@ -69,8 +125,8 @@ class Shards:
         """
         ctx = self.ctx
         unit = ctx.shards.pop(folder, None)
-        if unit is None:
-            return
+        if unit is None or unit.head_only:
+            return  # unchanged by its fingerprint, or cut short before it was read
         cfg = ctx.config
         changes = StateChanges(
             prefix=cfg.prefix, source_bucket=cfg.source_bucket, upserts=unit.upserts

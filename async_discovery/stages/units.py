@@ -75,6 +75,16 @@ class Unit:
     upserts: dict[str, FileEntry] = dataclasses.field(default_factory=dict)
     # Keys in the unit this run may prune: each one listed is discarded (None: no pruning).
     unseen: set[str] | None = None
+    # Only the shard's head was read: its fingerprint (``files-digest``), and whether
+    # the folder's listing matched it (every candidate unchanged; files never read).
+    expected: str | None = None
+    verified: bool = False
+
+    @property
+    def head_only(self) -> bool:
+        """True while only the shard's head was read: nothing may be decided against
+        it (its pages are held) or written from it."""
+        return self.expected is not None
 
     @property
     def existed(self) -> bool:
