@@ -13,6 +13,7 @@ from async_discovery.cli import main
 from async_discovery.config import DEFAULT_STATE_KEY, Config
 from async_discovery.layout import runs_key, shard_key
 from async_discovery.migrate import CURSOR_NOTE, Report, Target, run_migrate
+from async_discovery.stages import shards
 
 from .helpers import MotoEnv, scan
 
@@ -180,14 +181,18 @@ async def test_a_differing_single_object_is_refused_unless_forced(
 
 
 async def test_a_scan_after_migrating_to_folders_sends_nothing(
-    env: MotoEnv, bucket: str, queue_url: str
+    env: MotoEnv, bucket: str, queue_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Migrated shards carry their fingerprint: a scan opening them by their head finds
+    every folder unchanged."""
+    monkeypatch.setattr(shards, "HEAD_BYTES", 200)  # every shard here is larger
     config = await single_state(env, bucket, queue_url)
     assert (await migrate(config, "folders")).ok
     folders = env.config(bucket, queue_url, state_layout="folders")
     summary = await scan(folders)
     assert (summary["statusCode"], summary["queued"], summary["skipped"]) == (200, 0, 6)
     assert summary["state_objects_written"] == 0
+    assert summary["state_objects_verified"] == 3
     assert env.bodies(queue_url) == []
 
 
