@@ -7,7 +7,8 @@ with the fingerprint of their candidates, until the listing ends. If it matches,
 candidate is unchanged and the shard's files are never read (the unit is *verified*);
 if not, or once more than ``HOLD_CANDIDATES`` wait, the files are read and the held
 pages go on, the rest streaming after them. So memory stays bounded by the held pages,
-and a changed folder costs what it did before plus the wait for its listing.
+and a changed folder costs what it did before plus one ranged ``GetObject`` and the
+wait for its listing.
 """
 
 from __future__ import annotations
