@@ -250,3 +250,21 @@ async def test_a_run_stopped_while_pages_are_held_sends_nothing_twice(
     rest = await scan(config)
     assert (rest["truncated"], rest["queued"]) == (False, 1)
     assert [b["key"] for b in env.bodies(queue_url)] == [changed]
+
+
+async def test_an_empty_shard_fails_its_folder_only(
+    env: MotoEnv, bucket: str, queue_url: str
+) -> None:
+    """No range fits an empty object (``InvalidRange``): it is read whole, and, not
+    being JSON, fails its folder only."""
+    seed(env, bucket, {"a": 4, "b": 4})
+    config = config_of(env, bucket, queue_url)
+    await scan(config)
+    env.bodies(queue_url)
+    env.s3.put_object(Bucket=bucket, Key=shard_key(SP, P, "a"), Body=b"")
+    env.put(bucket, f"{P}b/new.csv")
+    run = await scan(config)
+    assert (run["statusCode"], run["folder_errors"], run["queued"]) == (207, 1, 1)
+    assert shard_key(SP, P, "a") in run["error"] and "not valid JSON" in run["error"], run["error"]
+    assert env.state_bytes(bucket, shard_key(SP, P, "a")) == b""
+    assert [b["key"] for b in env.bodies(queue_url)] == [f"{P}b/new.csv"]
