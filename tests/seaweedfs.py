@@ -30,6 +30,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from async_discovery.config import Config
+from async_discovery.testing.moto_server import stop_process
 
 from .helpers import MotoEnv
 
@@ -135,15 +136,6 @@ def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], log: Path) -> None
     )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextmanager
 def seaweedfs_server() -> Iterator[str]:
     """Start ``weed mini`` on free loopback ports with a temporary data directory; yield
@@ -191,7 +183,7 @@ def seaweedfs_server() -> Iterator[str]:
                 _wait_ready(endpoint, proc, log)
                 yield endpoint
             finally:
-                _stop(proc)
+                stop_process(proc, timeout=15)
 
 
 class SplitEnv(MotoEnv):

@@ -175,28 +175,12 @@ class Bench:
 
     def measure(self, kind: str, bucket: str, **extra: Any) -> dict[str, Any]:
         """One measured run of ``kind`` in a child process, into a fresh queue."""
-        name = f"bench-{uuid.uuid4().hex[:12]}"
-        if self.fifo:
-            queue = self.sqs.create_queue(
-                QueueName=name + ".fifo", Attributes={"FifoQueue": "true"}
-            )
-        else:
-            queue = self.sqs.create_queue(QueueName=name)
-        queue_url = queue["QueueUrl"]
-        spec: dict[str, Any] = {
-            "kind": kind,
-            "endpoint": self.servers.endpoint,
-            "bucket": bucket,
-            "prefix": PREFIX,
-            "queue_url": queue_url,
-            "state_key": STATE_KEY,
-            "skip": list(SKIP),
-        }
+        queue_url = self.new_queue()
+        spec: dict[str, Any] = {"kind": kind, **self._child_base(bucket, queue_url)}
+        if kind in ("scanner", "floor"):
+            spec["state_layout"] = self.state_layout
         if kind == "scanner":
             spec["tuning"] = {**self.tuning, **extra.pop("tuning", {})}
-            spec["state_layout"] = self.state_layout
-        if kind == "floor":
-            spec["state_layout"] = self.state_layout
         spec.update(extra)
         result = self.measure_child(spec)
         if self.fifo and kind == "scanner":
@@ -205,6 +189,17 @@ class Bench:
             result["messages"] = self.queue_digest(queue_url)
         self.sqs.delete_queue(QueueUrl=queue_url)
         return result
+
+    def _child_base(self, bucket: str, queue_url: str) -> dict[str, Any]:
+        """What every measured child is given: the server, bucket, prefix and queue."""
+        return {
+            "endpoint": self.servers.endpoint,
+            "bucket": bucket,
+            "prefix": PREFIX,
+            "queue_url": queue_url,
+            "state_key": STATE_KEY,
+            "skip": list(SKIP),
+        }
 
     def new_queue(self) -> str:
         """A fresh, empty queue (standard or FIFO, as the bench runs); its URL."""
@@ -254,15 +249,7 @@ class Bench:
         from ..layout import runs_key
 
         queue_url = self.new_queue()
-        base: dict[str, Any] = {
-            "endpoint": self.servers.endpoint,
-            "bucket": bucket,
-            "prefix": PREFIX,
-            "queue_url": queue_url,
-            "state_key": STATE_KEY,
-            "skip": list(SKIP),
-            "state_layout": self.state_layout,
-        }
+        base = {**self._child_base(bucket, queue_url), "state_layout": self.state_layout}
         server0 = cpu_seconds(self.servers.server_pid) if self.servers.server_pid else 0.0
         plan = self.measure_child({**base, "kind": "plan", "tuning": dict(self.tuning)})
         key = runs_key(state_prefix(STATE_KEY), PREFIX, PLAN_NAME)

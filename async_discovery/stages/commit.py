@@ -62,10 +62,15 @@ async def load_state(
         found, size = raw is not None, len(raw or b"")
         state = decode(raw, name=name, max_bytes=max_bytes, version=version) if raw else None
     if found:
-        if count:
-            ctx.stats.state_objects_read += 1
-        ctx.stats.state_bytes = max(ctx.stats.state_bytes, size)
+        count_read(ctx, size, count=count)
     return state, etag, size
+
+
+def count_read(ctx: RunContext, size: int, *, count: bool = True) -> None:
+    """A state object of ``size`` bytes was read (``count``: add it to the objects read)."""
+    if count:
+        ctx.stats.state_objects_read += 1
+    ctx.stats.state_bytes = max(ctx.stats.state_bytes, size)
 
 
 async def open_unit(ctx: RunContext, store: StateStore, *, folder: str | None = None) -> Unit:

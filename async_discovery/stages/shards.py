@@ -25,7 +25,7 @@ from ..resume import cursor_problem
 from ..settings import InitialScan
 from ..state import SHARD_VERSION, StateChanges
 from ..state_codec import decode, decode_head
-from .commit import load_state, open_unit, unit_of, write_state
+from .commit import count_read, load_state, open_unit, unit_of, write_state
 from .context import RunContext
 from .plan import FirstRun, Job, Plan
 from .units import Unit
@@ -66,8 +66,7 @@ class Shards:
         if job.start_after is None and isinstance(store, StreamingStateStore):
             unit = self._from_head(store, folder, await store.load_head(HEAD_BYTES))
             if unit is None:  # the head was not enough: read the whole shard
-                state, etag, size = await load_state(ctx, store, version=SHARD_VERSION, count=False)
-                unit = unit_of(ctx, store, state, etag, size, folder)
+                unit = await self._read_whole(store, folder)
         else:
             unit = await open_unit(ctx, store, folder=folder)
         self._prepare(unit, whole_listing=job.start_after is None)
@@ -80,8 +79,7 @@ class Shards:
         ctx, cfg = self.ctx, self.ctx.config
         if head is None:
             return unit_of(ctx, store, None, None, 0, folder)
-        ctx.stats.state_objects_read += 1
-        ctx.stats.state_bytes = max(ctx.stats.state_bytes, head.size)
+        count_read(ctx, head.size)
         if head.size <= len(head.data):  # a small shard: read whole
             state = decode(head.data, name=store.name, version=SHARD_VERSION)
             return unit_of(ctx, store, state, head.etag, head.size, folder)
@@ -101,12 +99,16 @@ class Shards:
             unit.verified = True
             self.ctx.stats.state_objects_verified += 1
             return
-        ctx, folder = self.ctx, unit.folder
-        state, etag, size = await load_state(ctx, unit.store, version=SHARD_VERSION, count=False)
-        loaded = unit_of(ctx, unit.store, state, etag, size, folder)
+        assert unit.folder is not None
+        loaded = await self._read_whole(unit.store, unit.folder)
         unit.state, unit.etag, unit.budget = loaded.state, loaded.etag, loaded.budget
         unit.expected = None
         self._prepare(unit, whole_listing=True)
+
+    async def _read_whole(self, store: StateStore, folder: str) -> Unit:
+        """The unit of a shard whose head was read (and counted) already."""
+        state, etag, size = await load_state(self.ctx, store, version=SHARD_VERSION, count=False)
+        return unit_of(self.ctx, store, state, etag, size, folder)
 
     def _prepare(self, unit: Unit, *, whole_listing: bool) -> None:
         """The first-run policy of a new folder; what a listing from its start prunes."""

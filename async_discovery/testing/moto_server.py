@@ -52,11 +52,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
-    """Terminate a helper process, killing it if it does not stop within 10 s."""
+def stop_process(
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 10.0
+) -> None:
+    """Terminate a helper process, killing it if it does not stop within ``timeout`` s."""
     proc.terminate()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
