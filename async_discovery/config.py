@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .errors import ConfigError
-from .layout import state_prefix
+from .layout import MAX_KEY_BYTES, longest_key, state_prefix
 from .settings import (
     DEFAULT_SKIP_FOLDERS,
     DEFAULT_STATE_KEY,
@@ -81,6 +81,7 @@ class Config:
     list_page_size: int = DEFAULTS["list_page_size"]
     deadline_margin_seconds: float = DEFAULTS["deadline_margin_seconds"]
     state_max_bytes: int = DEFAULTS["state_max_bytes"]
+    shard_max_files: int = DEFAULTS["shard_max_files"]
     retry_mode: RetryMode = DEFAULTS["retry_mode"]
     max_attempts: int = DEFAULTS["max_attempts"]
     connect_timeout: float = DEFAULTS["connect_timeout"]
@@ -162,6 +163,21 @@ def _across(values: Mapping[str, Any]) -> list[tuple[int, str]]:
                 ),
             )
         )
+    if values.get("state_layout") == "folders":
+        longest = longest_key(state_prefix(values["state_key"]), values["prefix"])
+        if longest > MAX_KEY_BYTES:
+            found.append(
+                (
+                    place["prefix"],
+                    problem(
+                        "S3_PREFIX",
+                        values["prefix"],
+                        f"with S3_STATE_KEY {values['state_key']!r} the folders layout would "
+                        f"write state keys of {longest} bytes, over S3's {MAX_KEY_BYTES}",
+                        "a shorter S3_PREFIX or S3_STATE_KEY",
+                    ),
+                )
+            )
     if values.get("folders") is not None and values.get("state_layout") != "folders":
         found.append(
             (

@@ -12,6 +12,7 @@ specific class below, ``raise ... from exc``.
     │   ├── StateTooLarge      larger than STATE_MAX_BYTES
     │   ├── StateBucketMismatch  recorded for another source bucket
     │   └── StateConflict      conditional write refused (412/409); retried by the pipeline
+    │       └── StateMoved     a range's keys now belong to other shards (another run split it)
     ├── StorageError           S3 failed (missing bucket, access denied, retries exhausted)
     │   └── ListingError       a listing could not be completed
     └── QueueError             SQS failed as a whole (missing queue, access denied)
@@ -50,6 +51,11 @@ class StateBucketMismatch(StateError):
 
 class StateConflict(StateError):
     """A conditional state write was refused because another run wrote meanwhile."""
+
+
+class StateMoved(StateConflict):
+    """The shard written or read holds no keys any more: another run split or removed
+    it (``STATE_LAYOUT=folders``); its keys now belong where the folder's index says."""
 
 
 class StorageError(DiscoveryError):

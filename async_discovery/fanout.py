@@ -5,11 +5,15 @@ One Lambda function serves every step of ``deploy/statemachine/fanout.asl.json``
 
 - ``{"action": "plan"}`` (:func:`run_plan`): one ``Delimiter`` listing of the prefix
   finds its folders (skipped folders left out); they are written, in listing order, as
-  a JSON array of ``{"folder": F}`` items to ``<state prefix>runs/<P>plan.json`` in the
-  state bucket, the Distributed Map's ``ItemReader`` source. A first plan of the prefix
-  also fixes ``INITIAL_SCAN`` (:func:`fix_first_run`), so the children agree on it.
-- ``{"Items": [{"folder": F}, …], "BatchInput": {…}}`` (what ``ItemBatcher`` passes) or
-  one item ``{"folder": F}`` (:func:`event_folders`): a scan of exactly those folders.
+  a JSON array of items to ``<state prefix>runs/<P>plan.json`` in the state bucket, the
+  Distributed Map's ``ItemReader`` source: ``{"folder": F}``, or for a folder split by
+  key range one item per range, ``{"folder": F, "after": …, "until": …}``. A first
+  plan of the prefix also fixes ``INITIAL_SCAN`` (:func:`fix_first_run`), so the
+  children agree on it.
+- ``{"Items": [item, …], "BatchInput": {…}}`` (what ``ItemBatcher`` passes) or one item
+  (:func:`event_items`): a scan of exactly those folders and ranges. A child cut short
+  by the deadline leaves each unfinished item's progress under ``runs/<P>items/``; the
+  next child given the item continues from there.
 - ``{"action": "sum", "summaries": [...]}`` (:func:`sum_summaries`): the Map's output,
   one summary per child, summed into the execution's summary.
 
@@ -33,11 +37,13 @@ from .aws.objects import put_json
 from .config import Config
 from .deadline import Deadline
 from .errors import DiscoveryError
-from .layout import runs_key
+from .layout import runs_key, shard_name, shards_prefix
 from .messages import iso_utc
 from .runner import unexpected_error
 from .stages.context import RunContext
 from .stages.decide import Tally
+from .stages.plan import Job
+from .stages.runs import RunObjects, item_of
 from .stages.shards import Shards
 from .summary import FAILED, OK, PARTIAL, RunStats, build_summary
 
@@ -106,10 +112,12 @@ def layout_problem(config: Config) -> str | None:
     )
 
 
-def event_folders(event: Mapping[str, Any], problems: list[str]) -> frozenset[str]:
-    """The folders an items event names: ``{"Items": [{"folder": F}, …]}`` or
-    ``{"folder": F}``. Names are taken exactly (a comma or a space is part of a name);
-    an item that is not ``{"folder": <non-empty name without '/'>}`` is a problem."""
+def event_items(event: Mapping[str, Any], problems: list[str]) -> list[Job]:
+    """The items an items event names: ``{"Items": [item, …]}`` or one item, each
+    ``{"folder": F}`` (a whole folder) or, for one range of a split folder, with its
+    bounds ``"after"`` and ``"until"`` (keys, or null: unbounded), as :func:`run_plan`
+    writes them. Names are taken exactly (a comma or a space is part of a name); any
+    other item is a problem."""
     if "Items" in event:
         items = event["Items"]
         if not isinstance(items, list) or not items:
@@ -117,22 +125,36 @@ def event_folders(event: Mapping[str, Any], problems: list[str]) -> frozenset[st
                 f"event field Items = {_shown(items)}: expected a non-empty list of "
                 '{"folder": <name>} items'
             )
-            return frozenset()
+            return []
     else:
         items = [event]
-    names: list[str] = []
+    jobs: list[Job] = []
     for index, item in enumerate(items):
-        folder = item.get("folder") if isinstance(item, dict) else None
-        if not isinstance(folder, str) or not folder or "/" in folder:
+        job = _item(item)
+        if job is None:
             where = f"Items[{index}]" if "Items" in event else "folder"
-            shown = item if "Items" in event else folder
+            shown = item if "Items" in event else event.get("folder")
             problems.append(
                 f"event field {where} = {_shown(shown)}: expected "
-                '{"folder": <a folder name: not empty, no "/">}'
+                '{"folder": <a folder name: not empty, no "/">} and, for a range, '
+                '"after" and "until" (keys or null, after < until)'
             )
             continue
-        names.append(folder)
-    return frozenset(names)
+        jobs.append(job)
+    return sorted(set(jobs), key=lambda j: (j.folder or "", j.start_after or ""))
+
+
+def _item(item: Any) -> Job | None:
+    if not isinstance(item, dict):
+        return None
+    folder, after, until = item.get("folder"), item.get("after"), item.get("until")
+    if not isinstance(folder, str) or not folder or "/" in folder:
+        return None
+    if any(b is not None and not isinstance(b, str) for b in (after, until)):
+        return None
+    if after is not None and until is not None and until <= after:
+        return None
+    return Job(folder, after, until)
 
 
 def event_options(event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -145,9 +167,10 @@ def event_options(event: Mapping[str, Any]) -> Mapping[str, Any]:
     return event
 
 
-def plan_body(folders: Sequence[str]) -> bytes:
-    """The plan object: a JSON array of ``{"folder": F}`` items, in the given order."""
-    return json.dumps([{"folder": f} for f in folders], ensure_ascii=False).encode("utf-8")
+def plan_body(items: Sequence[Job]) -> bytes:
+    """The plan object: a JSON array of items (:func:`~.stages.runs.item_of`), in the
+    given order."""
+    return json.dumps([item_of(job) for job in items], ensure_ascii=False).encode("utf-8")
 
 
 def folder_of(common_prefix: str, prefix: str) -> str | None:
@@ -187,8 +210,10 @@ async def run_plan(config: Config) -> dict[str, Any]:
             folders = await list_folders(lister, config)
             objects = S3StateObjects(clients.s3, config.state_bucket, config.state_max_bytes)
             first = await fix_first_run(config, objects, now)
-            await put_json(clients.s3, config.state_bucket, key, plan_body(folders))
+            items = await plan_items(config, objects, folders, now)
+            await put_json(clients.s3, config.state_bucket, key, plan_body(items))
         result["folders"] = len(folders)
+        result["items"] = len(items)
         if first is not None:
             result["initial_scan"] = first
     except DiscoveryError as exc:
@@ -208,6 +233,28 @@ async def run_plan(config: Config) -> dict[str, Any]:
     return result
 
 
+async def plan_items(
+    config: Config, objects: S3StateObjects, folders: Sequence[str], now: datetime
+) -> list[Job]:
+    """The plan's items: one per folder, and one per range of a split folder (which
+    folders are split is seen in one listing of the shards prefix: their
+    ``<F>.ranges/``; only their indexes are read)."""
+    head = shards_prefix(config.state_prefix, config.prefix)
+    stems = {p[len(head) : -len(".ranges/")] for p in await objects.prefixes(head)}
+    stems.discard("")
+    stats = RunStats()
+    shards = Shards(RunContext(config, stats, Tally(stats), Deadline(), lambda: now), objects)
+    items: list[Job] = []
+    for folder in folders:
+        split = folder in stems or shard_name(folder) in stems
+        index = (await shards.read_folder(folder)).index if split else None
+        if index is None:
+            items.append(Job(folder))
+        else:
+            items.extend(Job(folder, s.after, s.until) for s, _ in index.spans())
+    return items
+
+
 async def fix_first_run(config: Config, objects: S3StateObjects, now: datetime) -> str | None:
     """Fix ``INITIAL_SCAN`` for the prefix before any child runs, as its first run
     would (SPEC: "fixed by the prefix's first run or plan"): with no shard of the
@@ -217,7 +264,7 @@ async def fix_first_run(config: Config, objects: S3StateObjects, now: datetime) 
     ``all`` or when shards exist without one."""
     stats = RunStats()
     ctx = RunContext(config, stats, Tally(stats), Deadline(), lambda: now)
-    first = await Shards(ctx, objects).first_run(now)
+    first = await RunObjects(ctx, objects).first_run(now)
     return None if first is None else "since:" + iso_utc(first.mark_before)
 
 

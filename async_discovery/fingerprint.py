@@ -59,6 +59,15 @@ class Fingerprint:
         return f"{_FORM} {self.count} {digest}"
 
 
+def recorded_count(value: str) -> int:
+    """The number of files a fingerprint value says its shard records (a value not of
+    this form counts as any number)."""
+    parts = value.split(" ")
+    if len(parts) == 3 and parts[0] == _FORM and parts[1].isdigit():
+        return int(parts[1])
+    return 1 << 62
+
+
 def of_files(files: Mapping[str, FileEntry], *, run: int = 4096) -> str | None:
     """The fingerprint of a shard's files, as a listing of exactly them gives it."""
     fingerprint = Fingerprint()

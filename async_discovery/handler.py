@@ -6,7 +6,6 @@ clients inside its own ``anyio.run`` event loop and closes them before returning
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -19,7 +18,7 @@ from .deadline import Deadline
 from .errors import ConfigError
 from .fanout import (
     action_problem,
-    event_folders,
+    event_items,
     event_kind,
     event_options,
     layout_problem,
@@ -28,6 +27,7 @@ from .fanout import (
 )
 from .logs import configure_logging
 from .runner import config_error_summary, run_scan
+from .stages.plan import Job
 
 log = logging.getLogger("async_discovery")
 
@@ -56,10 +56,10 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     action = action_problem(event)
     if action is not None:
         problems.append(action)
-    folders: frozenset[str] | None = None
+    items: list[Job] | None = None
     options = event
     if kind == "items":
-        folders = event_folders(event, problems)
+        items = event_items(event, problems)
         options = event_options(event)
     dry_run = event_dry_run(options, problems)
     config: Config | None = None
@@ -78,16 +78,13 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     configure_logging(config.log_level)
     if kind == "plan":
         return anyio.run(run_plan, config)
-    if folders is not None:
-        # Replaced, not parsed from text: a folder name may hold a comma.
-        config = dataclasses.replace(config, folders=folders)
     deadline = None
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if callable(remaining):
         deadline = Deadline(
             lambda: float(remaining()) / 1000.0, margin=config.deadline_margin_seconds
         )
-    return anyio.run(functools.partial(run_scan, config, deadline=deadline))
+    return anyio.run(functools.partial(run_scan, config, deadline=deadline, items=items))
 
 
 def event_dry_run(event: Any, problems: list[str]) -> bool | None:

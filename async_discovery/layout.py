@@ -15,6 +15,7 @@ import hashlib
 
 LAYOUTS = ("single", "folders")
 MAX_KEY_BYTES = 1024  # S3's limit on an object key, in UTF-8 bytes
+RANGE_ID_BYTES = 16  # a range shard's id: 16 lowercase hex digits
 
 
 def state_prefix(state_key: str) -> str:
@@ -46,6 +47,37 @@ def shard_key(state_prefix: str, prefix: str, folder: str) -> str:
     if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         key = f"{shards_prefix(state_prefix, prefix)}{shard_name(folder)}.json"
     return key
+
+
+def ranges_prefix(state_prefix: str, prefix: str, folder: str) -> str:
+    """The key prefix of folder ``folder``'s range shards (hashed name as for its shard
+    when the plain one would leave no room for a range id within S3's 1,024 bytes)."""
+    head = f"{shards_prefix(state_prefix, prefix)}{folder}.ranges/"
+    if len(head.encode("utf-8", "surrogatepass")) + RANGE_ID_BYTES > MAX_KEY_BYTES:
+        head = f"{shards_prefix(state_prefix, prefix)}{shard_name(folder)}.ranges/"
+    return head
+
+
+def range_key(state_prefix: str, prefix: str, folder: str, shard: str) -> str:
+    """The key of range shard ``shard`` of folder ``folder``."""
+    return ranges_prefix(state_prefix, prefix, folder) + shard
+
+
+def item_key(state_prefix: str, prefix: str, item_id: str) -> str:
+    """Where a fan-out item's progress is kept (``item_id``: 64 hex digits)."""
+    return runs_key(state_prefix, prefix, f"items/{item_id}.json")
+
+
+def longest_key(state_prefix: str, prefix: str) -> int:
+    """The UTF-8 length of the longest key the folders layout may write for ``prefix``
+    (a hashed shard's ranges, or a fan-out item's progress): over 1,024 no folder could
+    be recorded, so the configuration is refused."""
+    hashed = f"{shards_prefix(state_prefix, prefix)}{shard_name('')}.ranges/"
+    item = item_key(state_prefix, prefix, "0" * 64)
+    return max(
+        len(hashed.encode("utf-8", "surrogatepass")) + RANGE_ID_BYTES,
+        len(item.encode("utf-8", "surrogatepass")),
+    )
 
 
 def runs_key(state_prefix: str, prefix: str, name: str) -> str:

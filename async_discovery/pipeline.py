@@ -26,16 +26,17 @@ from .config import Config
 from .deadline import Deadline
 from .discovery import Verdict, classify
 from .errors import DiscoveryError, ListingError, StateError
-from .models import Page
 from .ports import Lister, Sender, StateObjects, StateStore
 from .stages.batching import Batch, Decider
-from .stages.commit import next_cursor, open_unit, run_changes, write_state
+from .stages.commit import folders_cursor, open_unit, remaining, run_changes, write_state
 from .stages.context import RunContext
 from .stages.decide import Explain, Tally
 from .stages.listing import Listers
-from .stages.plan import FirstRun, Plan, make_plan
+from .stages.plan import FirstRun, Job, Plan, make_plan
+from .stages.runs import RunObjects, item_parts
 from .stages.send import run_sender
 from .stages.shards import Shards
+from .stages.units import Page, Unit
 from .summary import RunStats
 
 __all__ = ["Explain", "Scanner"]
@@ -48,7 +49,9 @@ class Scanner:
 
     Construct with the ports, call :meth:`run` once, read :attr:`stats` (live while
     running, for progress displays) and the returned error (None on success). ``store``
-    is the single state object; ``objects`` the state prefix (``STATE_LAYOUT=folders``).
+    is the single state object; ``objects`` the state prefix (``STATE_LAYOUT=folders``);
+    ``items`` the fan-out items to scan exactly (folders, or ranges of a split folder;
+    None: ``config.folders``, or else the whole prefix).
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class Scanner:
         deadline: Deadline | None = None,
         explain: Explain | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        items: list[Job] | None = None,
     ) -> None:
         if sender is None and not config.dry_run:
             raise ValueError("a sender is required unless dry_run")
@@ -78,12 +82,16 @@ class Scanner:
         )
         self.ctx = RunContext(config, self.stats, tally, deadline or Deadline(), clock)
         self.shards = Shards(self.ctx, objects) if objects is not None else None
+        self.runs = RunObjects(self.ctx, objects) if objects is not None else None
+        if items is None and config.folders is not None:
+            items = [Job(name) for name in sorted(config.folders)]
+        self.items = items
         self._started = clock()
 
     async def run(self) -> str | None:
         """Run the scan; returns None on success or the error that makes it a 500."""
-        if self.shards is not None and self.ctx.config.state_layout == "folders":
-            error = await self._run_folders(self.shards)
+        if self.shards is not None and self.runs is not None:
+            error = await self._run_folders(self.shards, self.runs)
         else:
             error = await self._run_single()
         self.ctx.tally.close()
@@ -127,27 +135,41 @@ class Scanner:
                 error = error or StateError(f"state write failed: {exc}")
         return error
 
-    async def _run_folders(self, shards: Shards) -> DiscoveryError | None:
-        """The folders layout: a shard per folder, opened as its listing starts and
-        written once the folder is settled; the cursor in its own object."""
-        ctx = self.ctx
+    async def _run_folders(self, shards: Shards, runs: RunObjects) -> DiscoveryError | None:
+        """The folders layout: a shard per folder or range, opened as its listing starts
+        and written once it is settled; the pass's cursor (or, for a fan-out child, each
+        item's progress) in its own object."""
+        ctx, items = self.ctx, self.items
+        cursor: dict[str, Any] | None = None
+        cursor_etag: str | None = None
+        progress: dict[Job, str | None] = {}  # a fan-out item -> its progress object's ETag
+        jobs: list[Job] | None = None
         try:
-            cursor, cursor_etag = await shards.load_cursor()
-            first = await shards.first_run(self._started)
-            ctx.tally.policy = str(first.policy) if first is not None else ""
-            if ctx.config.folders is not None:
-                cursor = None  # fan-out children share the prefix: no cursor of their own
-            self._log_start(resumed=cursor is not None, entries=0)
-            plan = await make_plan(ctx, self.lister, cursor)
+            shards.first = await runs.first_run(self._started)
+            ctx.tally.policy = str(shards.first.policy) if shards.first is not None else ""
+            if items is None:
+                cursor, cursor_etag = await runs.load_cursor()
+            else:
+                jobs = []
+                for item in items:
+                    parts, progress[item] = await runs.item_progress(item)
+                    jobs.extend(parts)
+            self._log_start(resumed=cursor is not None or any(progress.values()), entries=0)
+            plan = await make_plan(ctx, self.lister, cursor, jobs)
         except DiscoveryError as exc:
             log.error("state or listing unusable", extra={"event": "state_error"})
             return exc
         await self._stream(plan, shards)
         await shards.commit_rest()
         try:
-            if _complete(ctx):
-                await shards.prune_vanished(plan)
-            await shards.save_cursor(next_cursor(ctx, plan, cursor, first), cursor_etag)
+            if items is None:
+                if _complete(ctx):
+                    await shards.prune_vanished(plan, self.lister)
+                await runs.save_cursor(folders_cursor(ctx, plan, cursor), cursor_etag)
+            else:
+                rest = remaining(ctx, plan)
+                for item, etag in progress.items():
+                    await runs.save_item_progress(item, item_parts(item, rest), etag)
         except DiscoveryError as exc:
             log.error("state objects not updated", extra={"event": "state_write_error"})
             return ctx.fatal or StateError(f"state write failed: {exc}")
@@ -170,10 +192,10 @@ class Scanner:
             for _ in range(cfg.workers if fifo else 1)
         ]
         pages_in, pages_out = anyio.create_memory_object_stream[Page](cfg.queue_size)
-        settled_in, settled_out = anyio.create_memory_object_stream[str](cfg.list_concurrency)
+        settled_in, settled_out = anyio.create_memory_object_stream[Unit](cfg.list_concurrency)
         listers = Listers(ctx, self.lister, plan)
         if shards is not None:
-            listers.units, listers.settled = shards, _offer(settled_in, shards)
+            listers.shards, listers.settled = shards, _offer(settled_in, shards)
         async with anyio.create_task_group() as outer:
             async with settled_out:
                 for _ in range(cfg.list_concurrency if shards is not None else 0):
@@ -218,21 +240,22 @@ def _complete(ctx: RunContext) -> bool:
     return not stats.truncated and ctx.fatal is None and stats.folder_errors == 0
 
 
-def _offer(stream: MemoryObjectSendStream[str], shards: Shards) -> Callable[[str], None]:
-    """A settled folder for the committers; with none free it is written at the end
-    (still as a complete folder: its vanished files are pruned)."""
+def _offer(stream: MemoryObjectSendStream[Unit], shards: Shards) -> Callable[[Unit], None]:
+    """A settled unit for the committers; with none free it is written at the end
+    (still as a complete unit: its vanished files are pruned)."""
 
-    def offer(folder: str) -> None:
+    def offer(unit: Unit) -> None:
         try:
-            stream.send_nowait(folder)
+            stream.send_nowait(unit)
         except anyio.WouldBlock:
-            shards.settled_late.add(folder)
+            assert unit.folder is not None
+            shards.settled_late.add((unit.folder, unit.span.after))
 
     return offer
 
 
-async def _committer(shards: Shards | None, folders: MemoryObjectReceiveStream[str]) -> None:
+async def _committer(shards: Shards | None, units: MemoryObjectReceiveStream[Unit]) -> None:
     assert shards is not None
-    async with folders:
-        async for folder in folders:
-            await shards.commit(folder, complete=True)
+    async with units:
+        async for unit in units:
+            await shards.commit(unit)

@@ -125,8 +125,13 @@ class StateObjects(Protocol):
         """Keys of the objects directly under ``prefix`` (not deeper)."""
         ...
 
-    async def delete(self, key: str) -> None:
-        """Delete the object at ``key`` (absent is fine)."""
+    async def etags(self, prefix: str) -> dict[str, str]:
+        """The objects directly under ``prefix`` (not deeper), each with its ETag."""
+        ...
+
+    async def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete the object at ``key`` (absent is fine); with ``if_match``, only if it
+        still has that ETag (else ``StateConflict``)."""
         ...
 
 

@@ -10,6 +10,11 @@ The cursor saved in state (per scanned prefix) is a small JSON object:
   policy-or-absent}``: folders at or before ``after_folder`` (in S3 order) are done
   unless pending; later ones not begun. ``discovered_until`` is the last key or folder
   the pass's folder discovery listing saw: a resumed run continues that listing there.
+  Under ``STATE_LAYOUT=folders`` (``runs/<P>cursor.json``) a started folder may have
+  several unfinished parts, its key ranges: ``"todo": {folder: [{"after": key-or-null,
+  "until": key-or-null, "whole": true-or-absent}, …]}`` lists each span of keys still to
+  list (``whole``: read its state whole, see :class:`~.stages.plan.Job`); ``pending``
+  is still read, as spans to the folder's end.
 * flat strategy: ``{"strategy": "flat", "start_after": key}``.
 
 Other fields (a newer writer's) are kept as they are; :func:`cursor_problem` is the
@@ -25,7 +30,15 @@ from typing import Any
 from .config import parse_initial_scan
 
 CURSOR_FIELDS = frozenset(
-    {"strategy", "pending", "after_folder", "discovered_until", "start_after", "initial_scan"}
+    {
+        "strategy",
+        "pending",
+        "todo",
+        "after_folder",
+        "discovered_until",
+        "start_after",
+        "initial_scan",
+    }
 )
 
 
@@ -48,6 +61,14 @@ def cursor_problem(cursor: Any) -> str | None:
         v is None or isinstance(v, str) for v in pending.values()
     ):
         return "has a pending field that is not an object of folder to string or null"
+    todo = cursor.get("todo", {})
+    if not isinstance(todo, dict) or not all(_spans_ok(v) for v in todo.values()):
+        return (
+            'has a todo field that is not an object of folder to [{"after", "until", "whole"}, …]'
+        )
+    for folder in [*pending, *todo]:
+        if not folder or "/" in folder:
+            return f"names {folder!r}, which is not a folder name (empty, or holds '/')"
     for field in ("after_folder", "discovered_until", "start_after"):
         value = cursor.get(field)
         if value is not None and not isinstance(value, str):
@@ -113,9 +134,60 @@ def folder_sort_key(folder: str) -> str:
     return folder + "/"
 
 
-def pending_from_cursor(cursor: dict[str, Any] | None) -> dict[str, str | None]:
-    """Unfinished folders of a saved folders-strategy cursor, with their resume keys."""
+def _spans_ok(value: Any) -> bool:
+    if not isinstance(value, list):
+        return False
+    for item in value:
+        if not isinstance(item, dict) or set(item) - {"after", "until", "whole"}:
+            return False
+        bounds = (item.get("after"), item.get("until"))
+        if any(b is not None and not isinstance(b, str) for b in bounds):
+            return False
+        if not isinstance(item.get("whole", False), bool):
+            return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pending:
+    """One unfinished part of a folder in a saved cursor: its keys after ``after`` up to
+    ``until``; ``whole``: its state is to be read whole."""
+
+    folder: str
+    after: str | None = None
+    until: str | None = None
+    whole: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The part as the cursor's ``todo`` lists it."""
+        doc: dict[str, Any] = {"after": self.after, "until": self.until}
+        if self.whole:
+            doc["whole"] = True
+        return doc
+
+
+def pending_from_cursor(cursor: dict[str, Any] | None) -> list[Pending]:
+    """The unfinished parts of a saved folders-strategy cursor, folder by folder in the
+    order saved (``pending`` first, then ``todo``)."""
     if not cursor or cursor.get("strategy") != "folders":
-        return {}
-    pending = cursor.get("pending") or {}
-    return {str(f): (str(k) if k else None) for f, k in pending.items()}
+        return []
+    found = [
+        Pending(str(f), str(k) if k else None) for f, k in (cursor.get("pending") or {}).items()
+    ]
+    for folder, spans in (cursor.get("todo") or {}).items():
+        found.extend(
+            Pending(str(folder), s.get("after"), s.get("until"), bool(s.get("whole")))
+            for s in spans
+        )
+    return found
+
+
+def todo_of(parts: list[Pending]) -> dict[str, list[dict[str, Any]]]:
+    """The cursor's ``todo`` for ``parts``, each folder's spans in key order."""
+    todo: dict[str, list[Pending]] = {}
+    for part in parts:
+        todo.setdefault(part.folder, []).append(part)
+    return {
+        folder: [p.to_json() for p in sorted(spans, key=lambda p: (p.after is not None, p.after))]
+        for folder, spans in todo.items()
+    }

@@ -21,6 +21,7 @@ from .errors import ConfigError, DiscoveryError
 from .logs import emit_line
 from .metrics import emf_record
 from .pipeline import Explain, Scanner
+from .stages.plan import Job
 from .summary import RunStats, build_summary
 
 log = logging.getLogger("async_discovery")
@@ -34,8 +35,10 @@ async def run_scan(
     stats: RunStats | None = None,
     metrics_stream: TextIO | None = None,
     emit_metrics: bool = True,
+    items: list[Job] | None = None,
 ) -> dict[str, Any]:
-    """One complete run: returns the summary dict (statusCode 200, 207 or 500)."""
+    """One complete run: returns the summary dict (statusCode 200, 207 or 500);
+    ``items``: the fan-out items to scan exactly (see :class:`~.pipeline.Scanner`)."""
     started = time.perf_counter()
     stats = stats if stats is not None else RunStats()
     error: str | None
@@ -58,6 +61,7 @@ async def run_scan(
                 stats=stats,
                 deadline=deadline,
                 explain=explain,
+                items=items,
             )
             error = await scanner.run()
     except DiscoveryError as exc:

@@ -484,6 +484,16 @@ SETTINGS: tuple[Setting, ...] = (
         see="[guarantees.md](guarantees.md#the-state-never-grows-past-state_max_bytes)",
     ),
     Setting(
+        field="shard_max_files",
+        env="SHARD_MAX_FILES",
+        parse=whole(2),
+        default=10_000,
+        section="tuning",
+        help="`STATE_LAYOUT=folders`: no state object holds more files; a larger folder's "
+        "state is split into key-range shards of at most half as many",
+        see="[state-layout.md](state-layout.md#key-ranges-large-folders)",
+    ),
+    Setting(
         field="retry_mode",
         env="RETRY_MODE",
         parse=one_of(RETRY_MODES, "mode"),

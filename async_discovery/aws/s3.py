@@ -256,22 +256,54 @@ class S3StateObjects:
 
     async def keys(self, prefix: str) -> list[str]:
         """The object keys directly under ``prefix`` (``Delimiter=/``: no deeper keys)."""
-        found: list[str] = []
+        return list(await self.etags(prefix))
+
+    async def etags(self, prefix: str) -> dict[str, str]:
+        """The objects directly under ``prefix`` with their ETags (no deeper keys)."""
+        found: dict[str, str] = {}
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
-                found.extend(item["Key"] for item in page.get("Contents", ()))
+                found.update(
+                    (item["Key"], strip_etag(item.get("ETag", "")))
+                    for item in page.get("Contents", ())
+                )
         except AWS_ERRORS as exc:
             raise StorageError(
                 f"listing state objects s3://{self.bucket}/{prefix} failed: {describe(exc)}"
             ) from exc
         return found
 
-    async def delete(self, key: str) -> None:
-        """Delete one object (a missing one is not an error, as S3 answers)."""
+    async def prefixes(self, prefix: str) -> list[str]:
+        """The common prefixes directly under ``prefix`` (``Delimiter=/``)."""
+        found: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
         try:
-            await self.client.delete_object(Bucket=self.bucket, Key=key)
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                found.extend(cp["Prefix"] for cp in page.get("CommonPrefixes", ()))
         except AWS_ERRORS as exc:
+            raise StorageError(
+                f"listing state objects s3://{self.bucket}/{prefix} failed: {describe(exc)}"
+            ) from exc
+        return found
+
+    async def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete one object (a missing one is not an error, as S3 answers); with
+        ``if_match`` a conditional delete (S3 general purpose buckets since 2025-09):
+        a changed object raises :class:`StateConflict`."""
+        try:
+            if if_match:
+                await self.client.delete_object(
+                    Bucket=self.bucket, Key=key, IfMatch=f'"{strip_etag(if_match)}"'
+                )
+            else:
+                await self.client.delete_object(Bucket=self.bucket, Key=key)
+        except AWS_ERRORS as exc:
+            code = error_code(exc)
+            if code == "PreconditionFailed" or http_status(exc) == 412:
+                raise StateConflict(f"s3://{self.bucket}/{key} changed since it was seen") from exc
+            if code in ("NoSuchKey", "404") or http_status(exc) == 404:
+                return  # deleted by another run meanwhile
             raise StorageError(
                 f"deleting state object s3://{self.bucket}/{key} failed: {describe(exc)}"
             ) from exc

@@ -19,20 +19,22 @@ from contextlib import AsyncExitStack
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..messages import MAX_BATCH, build_outgoing, fifo_group_id, iso_utc
-from ..models import ListedObject, Outgoing, Page
+from ..models import ListedObject, Outgoing
 from ..resume import ListingProgress
 from ..state import FileEntry
 from .classify import account
-from .context import FLAT, RunContext
+from .context import RunContext
 from .decide import HELD, UNCHANGED, Action, decide
+from .units import Page, Unit
 
 
 @dataclasses.dataclass(slots=True)
 class Ticket:
-    """One page's messages still in flight."""
+    """One page's messages still in flight, and the unit they are recorded in."""
 
     progress: ListingProgress
     seq: int
+    unit: Unit
     outstanding: int = 0
     decided: bool = False
 
@@ -96,19 +98,20 @@ class Decider:
     async def _page(self, page: Page) -> None:
         ctx = self.ctx
         account(ctx, page)
-        ticket = Ticket(ctx.progress[FLAT if page.folder is None else page.folder], page.seq)
+        listing = page.listing
+        assert listing is not None and listing.unit is not None
+        ticket = Ticket(listing.progress, page.seq, listing.unit)
         for folder, obj in page.candidates:
             if ctx.fatal is not None:
                 return  # the queue is unusable: no new work, the page stays unhandled
-            out = self._decide(folder, obj)
+            out = self._decide(listing.unit, folder, obj)
             if out is not None:
                 await self._add(out, ticket)
         ticket.all_decided()
 
-    def _decide(self, folder: str, obj: ListedObject) -> Outgoing | None:
+    def _decide(self, unit: Unit, folder: str, obj: ListedObject) -> Outgoing | None:
         """Decide one candidate; record a mark; return the message to send, if any."""
         ctx, cfg = self.ctx, self.ctx.config
-        unit = ctx.unit_of(folder)
         if unit.verified:  # the listing matched the shard's fingerprint
             ctx.tally.decided(obj, UNCHANGED)
             return None

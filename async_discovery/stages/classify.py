@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections import Counter
 
 from ..discovery import Verdict, classify
-from ..models import ListedObject, Page
+from ..models import ListedObject
 from ..ports import RawPage
 from .context import RunContext
+from .units import Listing, Page
 
 
-def classify_page(ctx: RunContext, raw: RawPage, folder: str | None, seq: int) -> Page:
-    """One listing page with its keys sorted by the discovery rule."""
+def classify_page(ctx: RunContext, raw: RawPage, listing: Listing | None, seq: int) -> Page:
+    """One listing page with its keys sorted by the discovery rule (``listing`` None: the
+    folder discovery's top-level objects, only ever counted)."""
     cfg = ctx.config
     candidates: list[tuple[str, ListedObject]] = []
     ignored: Counter[Verdict] = Counter()
@@ -33,7 +35,7 @@ def classify_page(ctx: RunContext, raw: RawPage, folder: str | None, seq: int) -
     last = raw.objects[-1].key if raw.objects else None
     if raw.common_prefixes and (last is None or raw.common_prefixes[-1] > last):
         last = raw.common_prefixes[-1]
-    return Page(folder, seq, last, candidates, dict(ignored), len(raw.objects), explained)
+    return Page(listing, seq, last, candidates, dict(ignored), len(raw.objects), explained)
 
 
 def account(ctx: RunContext, page: Page) -> None:

@@ -1,6 +1,7 @@
 """The commit stage: state units loaded, the run's changes, the conditional write.
 
-A unit (the single state object, or one folder's shard) is loaded before its first
+A unit (the single state object, one folder's shard, or one range of a split folder) is
+loaded before its first
 candidate is decided and written at most once, with ``If-Match`` the ETag it was loaded
 with (``If-None-Match: *`` when none existed); when another run wrote meanwhile
 (``StateConflict``), the fresh object is reloaded, this run's changes merged in, and the
@@ -11,20 +12,25 @@ recording more than fits, and the write checks the final size.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import anyio
 
-from ..errors import StateConflict, StateError, StateTooLarge
+from ..errors import StateConflict, StateCorrupt, StateError, StateMoved, StateTooLarge
 from ..fingerprint import object_metadata
 from ..messages import iso_utc
 from ..ports import StateStore, StreamingStateStore
+from ..ranges import WHOLE, Span
+from ..resume import Pending, todo_of
 from ..state import SHARD_VERSION, STATE_VERSION, State, StateChanges, apply, check_source
 from ..state_codec import EncodedBody, StateDecoder, decode, encode
-from .context import FLAT, RunContext, backoff
-from .plan import FirstRun, Plan
+from .context import RunContext, backoff
+from .plan import FirstRun, Job, Plan
 from .units import StateBudget, Unit
+
+MOVED = "moved_to"  # a range shard's forwarding body names where its keys went (.split)
 
 log = logging.getLogger("async_discovery")
 
@@ -91,20 +97,40 @@ def unit_of(
     etag: str | None,
     size: int,
     folder: str | None,
+    span: Span | None = None,
+    shard: str | None = None,
+    *,
+    forwarded_ok: bool = False,
 ) -> Unit:
-    """The unit of an object as loaded (``state`` None: it does not exist yet)."""
+    """The unit of an object as loaded (``state`` None: it does not exist yet): the
+    single object (``folder`` None), a folder's shard (``span`` None) or one range.
+
+    A shard that records another folder is refused (``h-<sha256>`` names can meet a
+    folder literally so named), and a range shard another run has forwarded raises
+    ``StateMoved`` (unless ``forwarded_ok``).
+    """
     cfg = ctx.config
     if state is not None:
         check_source(state, cfg.source_bucket, name=store.name, force_rebind=cfg.force_rebind)
+        recorded = state.extra.get("folder")
+        if folder is not None and recorded is not None and recorded != folder:
+            raise StateCorrupt(
+                f"state object {store.name} records folder {recorded!r}, not {folder!r}"
+            )
+        if MOVED in state.extra and not forwarded_ok:
+            raise StateMoved(f"state object {store.name} was split by another run")
     else:
         state = State(version=STATE_VERSION if folder is None else SHARD_VERSION)
         if folder is not None:
             state.extra = {"prefix": cfg.prefix, "folder": folder}
-    return Unit(store, state, etag, StateBudget(cfg.state_max_bytes, size), folder)
+    budget = StateBudget(cfg.state_max_bytes, size)
+    return Unit(store, state, etag, budget, folder, span or WHOLE, shard, ranged=span is not None)
 
 
-async def _save(ctx: RunContext, store: StateStore, state: State, etag: str | None) -> int:
-    """One conditional write of ``state``; returns its size in bytes.
+async def save_state(
+    ctx: RunContext, store: StateStore, state: State, etag: str | None
+) -> tuple[int, str]:
+    """One conditional write of ``state``; returns its size in bytes and its new ETag.
 
     A streaming store gets a body that encodes the state as it is read, so the
     encoded bytes (as large as the state) never exist whole next to it. A state of
@@ -117,12 +143,12 @@ async def _save(ctx: RunContext, store: StateStore, state: State, etag: str | No
     if isinstance(store, StreamingStateStore) and len(state.files) >= ENCODE_WHOLE_BELOW:
         body = EncodedBody(state, updated_at)
         _check_size(ctx, store, len(body))
-        await store.save_stream(body, if_match=etag, metadata=metadata)
-        return len(body)
+        new_etag = await store.save_stream(body, if_match=etag, metadata=metadata)
+        return len(body), new_etag
     raw = encode(state, updated_at)
     _check_size(ctx, store, len(raw))
-    await store.save(raw, if_match=etag, metadata=metadata)
-    return len(raw)
+    new_etag = await store.save(raw, if_match=etag, metadata=metadata)
+    return len(raw), new_etag
 
 
 def _check_size(ctx: RunContext, store: StateStore, size: int) -> None:
@@ -144,7 +170,7 @@ async def write_state(ctx: RunContext, unit: Unit, changes: StateChanges) -> Non
     for attempt in range(1, cfg.state_write_attempts + 1):
         ctx.stats.state_write_attempts = max(ctx.stats.state_write_attempts, attempt)
         try:
-            size = await _save(ctx, store, apply(base, changes), etag)
+            size, _ = await save_state(ctx, store, apply(base, changes), etag)
         except StateConflict as exc:
             log.warning(
                 "state changed meanwhile: reload and merge",
@@ -199,7 +225,7 @@ def pass_complete(ctx: RunContext) -> bool:
         not stats.truncated
         and ctx.fatal is None
         and stats.folder_errors == 0
-        and all(p.complete for p in ctx.progress.values())
+        and all(listing.progress.complete for listing in ctx.listings)
     )
 
 
@@ -231,23 +257,84 @@ def next_cursor(
 def _cursor(ctx: RunContext, plan: Plan, cursor: dict[str, Any] | None) -> dict[str, Any]:
     """Where the next run of this pass continues (see :mod:`async_discovery.resume`)."""
     if plan.strategy == "flat":
-        flat = ctx.progress.get(FLAT)
-        start = flat.start_after if flat is not None else None
-        if flat is None and cursor is not None:
+        flat = [listing for listing in ctx.listings if listing.job.folder is None]
+        start = flat[0].progress.start_after if flat else None
+        if not flat and cursor is not None:
             start = cursor.get("start_after")
         return {"strategy": "flat", "start_after": start}
-    pending: dict[str, str | None] = dict(plan.untaken)
-    for folder, progress in ctx.progress.items():
-        if not progress.complete:
-            pending[folder] = progress.start_after
+    rest = remaining(ctx, plan)
     new: dict[str, Any] = {
         "strategy": "folders",
-        "pending": pending,
+        "pending": {job.folder: job.start_after for job in rest if job.folder is not None},
         "after_folder": plan.after_folder,
     }
     if plan.discovered_until is not None:
         new["discovered_until"] = plan.discovered_until
     return new
+
+
+def remaining(ctx: RunContext, plan: Plan) -> list[Job]:
+    """What this run planned and did not finish: the jobs not taken, and the rest of
+    each listing that did not complete, from its last handled key (``whole`` when it
+    stopped while its pages were held for a fingerprint: listed held again, it would be
+    cut at the same place every time)."""
+    jobs = list(plan.untaken)
+    for listing in ctx.listings:
+        if listing.progress.complete:
+            continue
+        job = listing.job
+        jobs.append(
+            dataclasses.replace(
+                job, start_after=listing.progress.start_after, whole=job.whole or listing.held
+            )
+        )
+    return jobs
+
+
+def folders_cursor(
+    ctx: RunContext, plan: Plan, cursor: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The folders layout's cursor after this run: None to leave it, ``{}`` to clear it.
+
+    Only a run cut short by the deadline saves one. A run that completes its pass with
+    a folder or range failing clears it like any other, so the next pass lists every
+    folder again: the failing one fails alone, the others proceed. (The first-run
+    policy needs no cursor to outlive a pass here: ``initial.json`` holds it.)
+    """
+    if not ctx.stats.truncated:
+        return {} if cursor is not None and ctx.fatal is None else None
+    parts = [
+        Pending(job.folder, job.start_after, job.until, job.whole)
+        for job in remaining(ctx, plan)
+        if job.folder is not None
+    ]
+    new: dict[str, Any] = {
+        "strategy": "folders",
+        "todo": todo_of(_joined(parts)),
+        "after_folder": plan.after_folder,
+    }
+    if plan.discovered_until is not None:
+        new["discovered_until"] = plan.discovered_until
+    return new
+
+
+def _joined(parts: list[Pending]) -> list[Pending]:
+    """Adjacent spans of one folder joined (the next run cuts them at the range bounds
+    again), so the cursor stays small whatever the number of ranges."""
+    joined: list[Pending] = []
+    for part in sorted(parts, key=lambda p: (p.folder, p.after is not None, p.after or "")):
+        last = joined[-1] if joined else None
+        if (
+            last is not None
+            and last.folder == part.folder
+            and not (last.whole or part.whole)
+            and last.until is not None
+            and last.until == part.after
+        ):
+            joined[-1] = Pending(part.folder, last.after, part.until)
+        else:
+            joined.append(part)
+    return joined
 
 
 def _restart(strategy: str) -> dict[str, Any]:

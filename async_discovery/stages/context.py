@@ -11,14 +11,13 @@ from datetime import datetime
 from ..config import Config
 from ..deadline import Deadline
 from ..errors import DiscoveryError
-from ..resume import ListingProgress
 from ..summary import RunStats
 from .decide import Tally
-from .units import Unit
+from .units import Listing, Unit
 
 log = logging.getLogger("async_discovery")
 
-FLAT = "\x00flat"  # progress key of the flat listing (no folder name can contain NUL)
+UnitKey = tuple[str, str | None]  # a shard's folder and the lower bound of its keys
 
 
 @dataclasses.dataclass(slots=True)
@@ -31,17 +30,13 @@ class RunContext:
     tally: Tally
     deadline: Deadline
     clock: Callable[[], datetime]
-    # The state units: the one state object (single layout) or the folders' shards
-    # loaded and not yet written (folders layout).
+    # The state units: the one state object (single layout), or the shards (a folder's,
+    # or one range of a split folder's) loaded and not yet written (folders layout).
     single: Unit | None = None
-    shards: dict[str, Unit] = dataclasses.field(default_factory=dict)
-    # Per listing (folder name, or FLAT): how far its pages were handled.
-    progress: dict[str, ListingProgress] = dataclasses.field(default_factory=dict)
+    shards: dict[UnitKey, Unit] = dataclasses.field(default_factory=dict)
+    # Every listing this run started, with how far its pages were handled.
+    listings: list[Listing] = dataclasses.field(default_factory=list)
     fatal: DiscoveryError | None = None
-
-    def unit_of(self, folder: str) -> Unit:
-        """The state unit a candidate of ``folder`` is recorded in."""
-        return self.single if self.single is not None else self.shards[folder]
 
     def fail(self, exc: DiscoveryError) -> None:
         """Record the first error that makes the run a 500; stages then take no new work."""

@@ -18,6 +18,7 @@ from ..config import Config, InitialScan, parse_initial_scan
 from ..discovery import Verdict
 from ..messages import iso_utc
 from ..ports import Lister, RawPage
+from ..ranges import Span
 from ..resume import folder_sort_key, pending_from_cursor
 from .classify import account, classify_page
 from .context import RunContext
@@ -27,10 +28,24 @@ log = logging.getLogger("async_discovery")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Job:
-    """One listing: a folder (None: the flat listing of the prefix), from where."""
+    """One listing: a folder's keys after ``start_after`` up to ``until`` (both None: the
+    whole folder), or the flat listing of the prefix (``folder`` None).
+
+    Under ``STATE_LAYOUT=folders`` a job is cut at the folder's range bounds as it starts
+    (:mod:`async_discovery.ranges`), so each listing decides against one state unit.
+    ``whole``: its state must be read whole, not by its fingerprint (its listing was cut
+    short while held for the fingerprint: listing it held again would never progress).
+    """
 
     folder: str | None
     start_after: str | None = None
+    until: str | None = None
+    whole: bool = False
+
+    @property
+    def span(self) -> Span:
+        """The keys this job lists."""
+        return Span(self.start_after, self.until)
 
 
 @dataclasses.dataclass(slots=True)
@@ -41,7 +56,9 @@ class Plan:
     jobs: list[Job]
     after_folder: str | None = None  # the last folder (in S3 order) a lister took
     discovered_until: str | None = None  # the last key or folder the discovery saw
-    untaken: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    # Jobs not taken yet, in the order they would be (a job a lister cut at a range
+    # bound leaves the rest of its folder here too): the cursor keeps them pending.
+    untaken: dict[Job, None] = dataclasses.field(default_factory=dict)
     # Every folder the discovery saw (skipped ones too), and whether it saw them all:
     # only then may the shards of vanished folders be deleted.
     seen: set[str] = dataclasses.field(default_factory=set)
@@ -51,25 +68,30 @@ class Plan:
         """A lister took ``job``: from now on its progress decides the cursor."""
         if job.folder is None:
             return
-        self.untaken.pop(job.folder, None)
+        self.untaken.pop(job, None)
         if self.after_folder is None or folder_sort_key(job.folder) > folder_sort_key(
             self.after_folder
         ):
             self.after_folder = job.folder
 
 
-async def make_plan(ctx: RunContext, lister: Lister, cursor: dict[str, Any] | None) -> Plan:
-    """The plan of this run (raises ``ListingError`` when the discovery listing fails)."""
+async def make_plan(
+    ctx: RunContext,
+    lister: Lister,
+    cursor: dict[str, Any] | None,
+    items: list[Job] | None = None,
+) -> Plan:
+    """The plan of this run: exactly ``items`` (a fan-out child), or the prefix's folders
+    (raises ``ListingError`` when the discovery listing fails)."""
     cfg = ctx.config
     if cursor and cursor.get("strategy") == "flat":
         start = cursor.get("start_after")
         return Plan("flat", [Job(None, str(start) if start else None)])
     if cfg.list_strategy == "flat":
         return Plan("flat", [Job(None)])
-    if cfg.folders is not None:  # exactly these folders (a fan-out child)
-        names = sorted(f for f in cfg.folders if f not in cfg.skip_folders)
-        plan = Plan("folders", [Job(f) for f in names])
-        plan.untaken = {f: None for f in names}
+    if items is not None:  # exactly these folders or ranges (a fan-out child)
+        plan = Plan("folders", [job for job in items if job.folder not in cfg.skip_folders])
+        plan.untaken = dict.fromkeys(plan.jobs)
         return plan
     after = cursor.get("after_folder") if cursor else None
     until = cursor.get("discovered_until") if cursor else None
@@ -77,17 +99,18 @@ async def make_plan(ctx: RunContext, lister: Lister, cursor: dict[str, Any] | No
     folders = await _discover(ctx, lister, plan)
     if folders is None:
         return Plan("flat", [Job(None)])
-    pending = pending_from_cursor(cursor)
-    plan.jobs = [Job(f, k) for f, k in pending.items() if f not in cfg.skip_folders]
+    pending = [Job(p.folder, p.after, p.until, p.whole) for p in pending_from_cursor(cursor)]
+    plan.jobs = [job for job in pending if job.folder not in cfg.skip_folders]
+    started = {job.folder for job in pending}
     for name in folders:
-        if name in pending:
+        if name in started:
             continue
         if plan.after_folder is not None and folder_sort_key(name) <= folder_sort_key(
             plan.after_folder
         ):
             continue
         plan.jobs.append(Job(name))
-    plan.untaken = {job.folder: job.start_after for job in plan.jobs if job.folder is not None}
+    plan.untaken = dict.fromkeys(job for job in plan.jobs if job.folder is not None)
     return plan
 
 

@@ -54,9 +54,10 @@ async def _send(ctx: RunContext, sender: Sender, batch: Batch) -> None:
         at = iso_utc(ctx.clock())
         for out in result.accepted:
             obj = out.obj
-            ctx.unit_of(out.folder).upserts[obj.key] = FileEntry(obj.etag, obj.size, out.folder, at)
+            ticket = tickets[out.message_id]
+            ticket.unit.upserts[obj.key] = FileEntry(obj.etag, obj.size, out.folder, at)
             ctx.tally.accepted(out)
-            tickets[out.message_id].settle()
+            ticket.settle()
         for out, reason in result.rejected:
             _failed(ctx, out, reason, attempt)
             tickets[out.message_id].settle()

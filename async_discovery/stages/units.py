@@ -1,8 +1,14 @@
-"""State units: the single state object, or one folder's shard, as a run holds it.
+"""State units as a run holds them, and the listings whose pages are decided against them.
 
-A unit is loaded before its first candidate is decided and written (if it changed) once
-its last batch is settled; :mod:`.commit` does both. Under ``STATE_LAYOUT=single`` one
-unit holds every folder; under ``folders`` each listed folder has its own.
+A unit is one state object: the single state object, a folder's shard, or one key range
+of a split folder. It is loaded before its first candidate is decided and written (if it
+changed) once its last batch is settled; :mod:`.commit` and :mod:`.shards` do both.
+Under ``STATE_LAYOUT=single`` one unit holds every folder; under ``folders`` each listed
+folder, or each listed range of a split folder, has its own.
+
+A :class:`Listing` is one job being listed (:class:`~.plan.Job`): how far its pages
+are handled and the unit they are decided against; each classified :class:`Page`
+names its listing, so the decide and send stages know where a file is recorded.
 """
 
 from __future__ import annotations
@@ -11,10 +17,17 @@ import dataclasses
 import json
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from ..discovery import Verdict
 from ..models import ListedObject
 from ..ports import StateStore
+from ..ranges import WHOLE, Span
+from ..resume import ListingProgress
 from ..state import FileEntry, State
+
+if TYPE_CHECKING:
+    from .plan import Job
 
 log = logging.getLogger("async_discovery")
 
@@ -70,6 +83,14 @@ class Unit:
     etag: str | None  # of the object as loaded (None: it did not exist)
     budget: StateBudget
     folder: str | None = None  # the shard's folder (None: the single state object)
+    # The keys it holds: all of its folder, or one range of a split folder; ``shard`` is
+    # that range's id in the folder's index (None: the folder's own shard).
+    span: Span = WHOLE
+    shard: str | None = None
+    ranged: bool = False  # a range of a split folder (else: the folder's own shard)
+    # Listings still deciding against it; once none is left it can be written.
+    listings: int = 0
+    complete: bool = True  # every listing of it reached its end (else: no pruning)
     # Under a first-run policy: objects modified before this are marked, not sent.
     mark_before: datetime | None = None
     upserts: dict[str, FileEntry] = dataclasses.field(default_factory=dict)
@@ -90,3 +111,36 @@ class Unit:
     def existed(self) -> bool:
         """True when the object existed when the run loaded it."""
         return self.etag is not None
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Listing:
+    """One job being listed: its pages' progress and the unit they are decided against
+    (None until it is opened; the single state object under ``STATE_LAYOUT=single``)."""
+
+    job: Job
+    progress: ListingProgress
+    unit: Unit | None = None
+    held: bool = False  # its pages were held for the unit's fingerprint when it stopped
+
+
+@dataclasses.dataclass(slots=True)
+class Page:
+    """One listing page, classified: what flows through the bounded page stream.
+
+    ``seq`` numbers the pages of one listing so a truncated run knows how far the
+    processed pages reach (``last_key`` of the last contiguous processed page).
+    """
+
+    listing: Listing | None  # None: the folder discovery's top-level objects
+    seq: int
+    last_key: str | None
+    candidates: list[tuple[str, ListedObject]]
+    ignored: dict[Verdict, int]
+    listed: int
+    explained: list[tuple[str, Verdict]] = dataclasses.field(default_factory=list)
+
+    @property
+    def folder(self) -> str | None:
+        """The folder it was listed from (None: the flat listing)."""
+        return None if self.listing is None else self.listing.job.folder
