@@ -151,8 +151,8 @@ class Scanner:
                 cursor, cursor_etag = await runs.load_cursor()
             else:
                 jobs = []
-                for item in items:
-                    parts, progress[item] = await runs.item_progress(item)
+                for item, (parts, etag) in (await runs.items_progress(items)).items():
+                    progress[item] = etag
                     jobs.extend(parts)
             self._log_start(resumed=cursor is not None or any(progress.values()), entries=0)
             plan = await make_plan(ctx, self.lister, cursor, jobs)
@@ -161,6 +161,7 @@ class Scanner:
             return exc
         await self._stream(plan, shards)
         await shards.commit_rest()
+        await shards.refresh_indexes()
         try:
             if items is None:
                 if _complete(ctx):

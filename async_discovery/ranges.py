@@ -17,7 +17,12 @@ An index, as written::
      "ranges": [{"until": "<P>F/k1.csv", "shard": "<id>"}, …, {"until": null, "shard": …}]}
 
 ``shard`` is the id of the range's object (:func:`async_discovery.layout.range_key`), or
-null for a range with no file recorded yet. Pure: no I/O.
+null for a range with no file recorded yet. A range may also carry ``etag`` and
+``digest``: the fingerprint (:mod:`async_discovery.fingerprint`) of its shard when the
+shard had that ETag. It is a cache: one listing of the folder's range shards gives
+their ETags, and a range whose shard still has that ETag is verified against the digest
+with no ``GetObject``; any other writer of the shard changes its ETag, so a stale digest
+is never trusted. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -88,10 +93,20 @@ WHOLE = Span()  # every key of a folder
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RangeRef:
-    """One range of an index: its upper bound and its shard's id (None: no object)."""
+    """One range of an index: its upper bound and its shard's id (None: no object), and
+    the shard's fingerprint (``digest``) as of its ETag ``etag`` (both None: unknown)."""
 
     until: str | None
     shard: str | None
+    etag: str | None = None
+    digest: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        """The range as the index lists it."""
+        doc = {"until": self.until, "shard": self.shard}
+        if self.etag is not None and self.digest is not None:
+            doc.update(etag=self.etag, digest=self.digest)
+        return doc
 
 
 @dataclasses.dataclass(slots=True)
@@ -158,7 +173,7 @@ def encode_index(index: Index, updated_at: str) -> bytes:
         "source_bucket": index.source_bucket,
         "prefix": index.prefix,
         "folder": index.folder,
-        "ranges": [{"until": r.until, "shard": r.shard} for r in index.ranges],
+        "ranges": [r.to_json() for r in index.ranges],
     }
     doc.update({k: v for k, v in index.extra.items() if k not in doc})
     return json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
@@ -211,14 +226,19 @@ def _no_constant(text: str) -> Any:
 
 
 def _range_ref(item: Any, name: str) -> RangeRef:
-    if not isinstance(item, dict) or set(item) - {"until", "shard"}:
-        raise StateCorrupt(f"state object {name}: a range is not {{'until', 'shard'}}")
+    if not isinstance(item, dict) or set(item) - {"until", "shard", "etag", "digest"}:
+        raise StateCorrupt(
+            f"state object {name}: a range is not {{'until', 'shard', 'etag', 'digest'}}"
+        )
     until, shard = item.get("until"), item.get("shard")
     if until is not None and not isinstance(until, str):
         raise StateCorrupt(f"state object {name}: a range's until is not a key")
     if shard is not None and not (isinstance(shard, str) and _SHARD_ID.match(shard)):
         raise StateCorrupt(f"state object {name}: a range's shard {shard!r} is not a shard id")
-    return RangeRef(until, shard)
+    etag, digest = item.get("etag"), item.get("digest")
+    if not (isinstance(etag, str) and isinstance(digest, str)):
+        etag = digest = None  # a cache: what is not usable is not used
+    return RangeRef(until, shard, etag, digest)
 
 
 def _check_bounds(refs: Sequence[RangeRef], name: str, folder_prefix: str) -> None:

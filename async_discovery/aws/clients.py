@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
@@ -94,10 +95,19 @@ def parse_timestamp(value: Any) -> datetime:
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            moment = botocore_parse_timestamp(value)
+            moment = _http_date(value) or botocore_parse_timestamp(value)
     else:
         moment = botocore_parse_timestamp(value)
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _http_date(value: str) -> datetime | None:
+    """An HTTP date (``Last-Modified`` of a ``GetObject``), parsed by the standard library
+    (a hundred times cheaper than botocore's dateutil fallback); None when it is not one."""
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def count_calls(client: Any, counter: Counter[str]) -> None:

@@ -10,6 +10,7 @@ them and queue none.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -17,8 +18,9 @@ import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from ..fingerprint import object_metadata
-from ..layout import shard_key, single_key, state_prefix
+from ..fingerprint import object_metadata, of_files
+from ..layout import range_key, shard_key, single_key, state_prefix
+from ..ranges import INDEX_VERSION, Index, RangeRef, encode_index, piece_sizes, version_at_start
 from ..state import SHARD_VERSION, FileEntry, State
 from ..state_codec import decode, encode
 
@@ -136,11 +138,14 @@ def state_objects(
     layout: str,
     *,
     stamp: str = "2026-01-01T00:00:00Z",
+    shard_max_files: int | None = None,
 ) -> dict[str, bytes]:
     """The state recording ``(key, etag)`` pairs as queued, as ``STATE_LAYOUT=layout``
     stores it: ``single``, one object at ``STATE_KEY``; ``folders``, one version 2 shard
     per folder at :func:`~async_discovery.layout.shard_key` (a folder with no entry has
-    no shard). Keys and bodies, ready to put."""
+    no shard), or, for a folder of more than ``shard_max_files`` files, its index and
+    range shards of half that many, as the scanner splits it. Keys and bodies, ready to
+    put."""
     if layout == "single":
         return {single_key(STATE_KEY): state_bytes(bucket, entries, stamp=stamp)}
     by_folder: dict[str, dict[str, FileEntry]] = {}
@@ -149,23 +154,41 @@ def state_objects(
         entry = FileEntry(etag=etag, size=len(BODY_V1), folder=folder, queued_at=stamp)
         by_folder.setdefault(folder, {})[key] = entry
     sp = state_prefix(STATE_KEY)
-    return {
-        shard_key(sp, PREFIX, folder): encode(
-            State(
-                version=SHARD_VERSION,
-                files=files,
-                source_bucket=bucket,
-                extra={"prefix": PREFIX, "folder": folder},
-            ),
-            stamp,
-        )
-        for folder, files in by_folder.items()
-    }
+    out: dict[str, bytes] = {}
+    for folder, files in by_folder.items():
+        if shard_max_files is None or len(files) <= shard_max_files:
+            out[shard_key(sp, PREFIX, folder)] = _shard(bucket, folder, files, stamp)
+            continue
+        keys, refs, start = sorted(files), [], 0
+        for n, size in enumerate(piece_sizes(len(keys), shard_max_files)):
+            part = keys[start : start + size]
+            start += size
+            shard = f"{n:016x}"
+            body = _shard(bucket, folder, {k: files[k] for k in part}, stamp)
+            out[range_key(sp, PREFIX, folder, shard)] = body
+            # The index's cache of each range's digest, at the ETag S3 gives the body.
+            etag, digest = hashlib.md5(body).hexdigest(), of_files({k: files[k] for k in part})
+            refs.append(RangeRef(part[-1] if start < len(keys) else None, shard, etag, digest))
+        index = Index(folder, PREFIX, bucket, refs)
+        out[shard_key(sp, PREFIX, folder)] = encode_index(index, stamp)
+    return out
+
+
+def _shard(bucket: str, folder: str, files: dict[str, FileEntry], stamp: str) -> bytes:
+    state = State(
+        version=SHARD_VERSION,
+        files=files,
+        source_bucket=bucket,
+        extra={"prefix": PREFIX, "folder": folder},
+    )
+    return encode(state, stamp)
 
 
 def object_metadata_of(key: str, body: bytes) -> dict[str, str]:
     """The user metadata the scanner writes with the state object ``key``: a shard's
     fingerprint (decoded from ``body``), none for the single object."""
     if not key.startswith(state_prefix(STATE_KEY) + "folders/"):
+        return {}
+    if version_at_start(body) == INDEX_VERSION:
         return {}
     return object_metadata(decode(body, name=key, version=SHARD_VERSION))

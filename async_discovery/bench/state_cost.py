@@ -28,22 +28,33 @@ from moto after the run), peak RSS (``VmHWM``) and the RSS after imports and set
 
 from __future__ import annotations
 
+import bisect
 import gc
+import math
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from ..settings import DEFAULTS
 from .seed import BODY_V1, PREFIX, STATE_KEY
 
 if TYPE_CHECKING:
     from .scenarios import Bench
 
-LAYOUTS = ("single", "folders")
+# Measured side by side: the single object; one shard per folder (SHARD_MAX_FILES set
+# out of reach: how a folder was kept before key ranges); the folders layout as it is,
+# a folder of more than SHARD_MAX_FILES files kept as range shards.
+VARIANTS: dict[str, tuple[Literal["single", "folders"], int | None]] = {
+    "single": ("single", None),
+    "folders": ("folders", 1 << 40),
+    "ranges": ("folders", None),
+}
+LAYOUTS = tuple(VARIANTS)
 CHANGED_ETAG = "f" * 32  # the changed file's new ETag
 
 
@@ -72,16 +83,18 @@ async def state_work(spec: dict[str, Any], peak_rss_kib: Any) -> dict[str, Any]:
     from ..config import Config
     from ..deadline import Deadline
     from ..layout import single_key
-    from ..stages.commit import open_unit, write_state
+    from ..stages.commit import open_unit, unit_of, write_state
     from ..stages.context import RunContext
     from ..stages.decide import Tally
-    from ..stages.gate import FolderGate
-    from ..stages.plan import Job
     from ..stages.shards import Shards
     from ..state import FileEntry, StateChanges
     from ..summary import RunStats
 
-    layout, bucket = spec["layout"], spec["bucket"]
+    variant, bucket = spec["layout"], spec["bucket"]
+    layout, shard_max_files = VARIANTS[variant]
+    tuning = dict(spec.get("tuning", {}))
+    if shard_max_files is not None:
+        tuning["shard_max_files"] = shard_max_files
     config = Config(
         source_bucket=bucket,
         state_bucket=bucket,
@@ -91,7 +104,7 @@ async def state_work(spec: dict[str, Any], peak_rss_kib: Any) -> dict[str, Any]:
         endpoint_url=spec["endpoint"],
         state_max_bytes=int(spec.get("max_bytes", 1 << 30)),
         prune_missing=False,
-        **spec.get("tuning", {}),
+        **tuning,
     )
     key = spec["changed_key"]
     folder_of_change = key[len(PREFIX) :].split("/")[0]
@@ -102,14 +115,11 @@ async def state_work(spec: dict[str, Any], peak_rss_kib: Any) -> dict[str, Any]:
         if "ETag" in parsed:
             read["bytes"] += int(parsed.get("ContentLength", 0))
 
-    listing = _listing(spec) if layout == "folders" else {}
+    listing = _Listing(_listing(spec) if layout == "folders" else {})
     # A million listed objects built up front are the bench's, not the run's (a run holds
     # a few pages): kept out of the collector's generations so its passes over them
     # are not charged to the state work.
     gc.freeze()
-
-    async def decided(page: Any) -> None:  # the decider's work is not state work
-        return None
 
     async with open_clients(config, calls) as clients:
         clients.s3.meta.events.register("after-call.s3.GetObject", on_get)
@@ -127,29 +137,28 @@ async def state_work(spec: dict[str, Any], peak_rss_kib: Any) -> dict[str, Any]:
             del unit, changes
         else:
             shards = Shards(ctx, S3StateObjects(clients.s3, bucket, config.state_max_bytes))
-            todo = iter(spec["folders"])
-
-            async def lister() -> None:
-                for folder in todo:  # shared iterator: each folder taken once
-                    async with anyio.create_task_group() as tg:
-                        gate = FolderGate(shards, Job(folder), tg)
-                        for page in listing[folder]:  # freed after the clock stops
-                            await gate.page(page, decided)
-                        await gate.finish(decided)
-                    if folder == folder_of_change:
-                        ctx.shards[folder].upserts[key] = entry
-                    await shards.commit(folder, complete=True)
-
-            async with anyio.create_task_group() as tg:
-                for _ in range(config.list_concurrency):
-                    tg.start_soon(lister)
+            await _list_and_decide(ctx, listing, spec["folders"], shards, key, entry)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        listing_cpu = 0.0
+        if layout == "folders":
+            # The same listing through the same stages with no state at all (one listing
+            # per folder, every page taken as unchanged): not state work, subtracted.
+            bare = RunContext(config, RunStats(), Tally(RunStats()), Deadline(), ctx.clock)
+            bare.single = unit_of(
+                bare, S3StateStore(clients.s3, bucket, "-", 1), None, None, 0, None
+            )
+            bare.single.verified = True
+            cpu1 = time.process_time()
+            await _list_and_decide(bare, listing, spec["folders"], None, key, entry)
+            listing_cpu = time.process_time() - cpu1
     if ctx.fatal is not None:
         raise SystemExit(f"state work failed: {ctx.fatal}")
     return {
-        "layout": layout,
+        "layout": variant,
         "wall_s": wall,
-        "cpu_s": cpu,
+        "cpu_s": cpu - listing_cpu,
+        "cpu_total_s": cpu,
+        "listing_cpu_s": listing_cpu,
         "bytes_read": read["bytes"],
         "objects_read": stats.state_objects_read,
         "objects_written": stats.state_objects_written,
@@ -160,10 +169,53 @@ async def state_work(spec: dict[str, Any], peak_rss_kib: Any) -> dict[str, Any]:
     }
 
 
+async def _list_and_decide(
+    ctx: Any, listing: _Listing, folders: list[str], shards: Any, key: str, entry: Any
+) -> None:
+    """The listed folders' pages through the scanner's list stage (jobs cut at range
+    bounds, units opened, fingerprints checked, settled units written) and a decider
+    that only upserts the one changed file (deciding is not state work)."""
+    from ..stages.listing import Listers
+    from ..stages.plan import Job, Plan
+    from ..stages.units import Page, Unit
+
+    plan = Plan("folders", [Job(folder) for folder in folders])
+    plan.untaken = dict.fromkeys(plan.jobs)
+    # Settled units to write: at most one per range listed (bench code: the scanner's
+    # own stream is bounded, its committers always keep up here).
+    settled_in, settled_out = anyio.create_memory_object_stream[Unit](math.inf)
+    pages_in, pages_out = anyio.create_memory_object_stream[Page](ctx.config.queue_size)
+    listers = Listers(ctx, listing, plan, shards, settled_in.send_nowait)
+
+    async def decide(pages: Any) -> None:
+        async with pages:
+            async for page in pages:
+                unit = page.listing.unit
+                if not unit.verified:
+                    for _, obj in page.candidates:
+                        if obj.key == key:
+                            unit.upserts[key] = entry
+                page.listing.progress.handled(page.seq)
+
+    async def commit(units: Any) -> None:
+        async with units:
+            async for unit in units:
+                await shards.commit(unit)
+
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(commit, settled_out)
+        async with settled_in, anyio.create_task_group() as tg:
+            tg.start_soon(listers.run, pages_in)
+            tg.start_soon(decide, pages_out)
+    if shards is not None:
+        await shards.commit_rest()
+        await shards.refresh_indexes()
+
+
 def _listing(spec: dict[str, Any]) -> dict[str, list[Any]]:
-    """The pages a run's listing of each listed folder gives: in key order (as S3
-    lists), 1,000 candidates a page, the changed file with its new ETag."""
-    from ..models import ListedObject, Page
+    """What a listing of each listed folder gives: its objects in key order (as S3
+    lists), the changed file with its new ETag; served 1,000 a page by :class:`_Listing`."""
+    from ..models import ListedObject
 
     listed, changed = set(spec["folders"]), spec["changed_key"]
     when = datetime(2026, 11, 1, tzinfo=UTC)
@@ -173,14 +225,29 @@ def _listing(spec: dict[str, Any]) -> dict[str, list[Any]]:
         if folder in listed:
             etag = CHANGED_ETAG if key == changed else etag
             objects[folder].append(ListedObject(key, etag, len(BODY_V1), when))
-    pages: dict[str, list[Page]] = {}
-    for folder, found in objects.items():
+    for found in objects.values():
         found.sort(key=lambda obj: obj.key)
-        pages[folder] = [
-            Page(folder, seq, part[-1].key, [(folder, o) for o in part], {}, len(part))
-            for seq, part in enumerate(found[i : i + 1000] for i in range(0, len(found), 1000))
-        ]
-    return pages
+    return dict(objects)
+
+
+class _Listing:
+    """The listing port over the objects built before the clock: a folder's objects
+    after ``start_after``, 1,000 a page (no top-level objects, no deeper levels)."""
+
+    def __init__(self, objects: dict[str, list[Any]]) -> None:
+        self.objects = objects
+        self.keys = {folder: [o.key for o in found] for folder, found in objects.items()}
+
+    async def pages(
+        self, prefix: str, *, delimiter: bool, start_after: str | None = None
+    ) -> AsyncGenerator[Any, None]:
+        from ..ports import RawPage
+
+        folder = prefix[len(PREFIX) :].rstrip("/")
+        found, keys = self.objects.get(folder, []), self.keys.get(folder, [])
+        start = bisect.bisect_right(keys, start_after) if start_after else 0
+        for i in range(start, len(found), 1000):
+            yield RawPage(found[i : i + 1000], [])
 
 
 # -- parent side ------------------------------------------------------------------------
@@ -219,7 +286,10 @@ def run_state_cost(
         bucket = bench.new_bucket()
         bench.s3.create_bucket(Bucket=bucket)
         bench.say(f"state cost: encoding {files} entries ({layout})")
-        objects = state_objects(bucket, synthetic_entries(files, folders), layout)
+        split = DEFAULTS["shard_max_files"] if layout == "ranges" else None
+        objects = state_objects(
+            bucket, synthetic_entries(files, folders), VARIANTS[layout][0], shard_max_files=split
+        )
         names = _listed(files, folders, key, listed)
         runs: list[dict[str, Any]] = []
         for rep in range(reps):
@@ -250,18 +320,23 @@ def run_state_cost(
         del objects
         bench.put_state_objects(bucket, None)  # moto holds the state in memory: free it
         out[layout] = _aggregate(runs)
-    single, shard = out["single"], out["folders"]
-    out["ratio"] = {
-        "cpu": shard["cpu_s"] / single["cpu_s"] if single["cpu_s"] else 0.0,
-        "bytes_written": shard["bytes_written"] / single["bytes_written"]
-        if single["bytes_written"]
-        else 0.0,
-        "bytes_read": shard["bytes_read"] / single["bytes_read"] if single["bytes_read"] else 0.0,
-        "peak_rss_over_setup": shard["rss_over_setup_mb"] / single["rss_over_setup_mb"]
-        if single["rss_over_setup_mb"]
-        else 0.0,
-    }
+    out["ratio"] = _ratios(out["folders"], out["single"])
+    out["ratio_ranges"] = _ratios(out["ranges"], out["folders"])
     return out
+
+
+def _ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    """``a``'s figures over ``b``'s."""
+
+    def over(name: str) -> float:
+        return float(a[name]) / float(b[name]) if b[name] else 0.0
+
+    return {
+        "cpu": over("cpu_s"),
+        "bytes_written": over("bytes_written"),
+        "bytes_read": over("bytes_read"),
+        "peak_rss_over_setup": over("rss_over_setup_mb"),
+    }
 
 
 def _listed(files: int, folders: int, key: str, listed: int) -> list[str]:
@@ -282,6 +357,7 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "wall_s": med("wall_s"),
         "cpu_s": med("cpu_s"),
         "cpu_s_all": [r["cpu_s"] for r in runs],
+        "listing_cpu_s": med("listing_cpu_s") if "listing_cpu_s" in last else 0.0,
         "bytes_read": last["bytes_read"],
         "bytes_written": last["bytes_written"],
         "objects_read": last["objects_read"],

@@ -129,8 +129,9 @@ def unit_of(
 
 async def save_state(
     ctx: RunContext, store: StateStore, state: State, etag: str | None
-) -> tuple[int, str]:
-    """One conditional write of ``state``; returns its size in bytes and its new ETag.
+) -> tuple[int, str, dict[str, str]]:
+    """One conditional write of ``state``; returns its size in bytes, its new ETag and
+    the metadata written with it (a shard's fingerprint).
 
     A streaming store gets a body that encodes the state as it is read, so the
     encoded bytes (as large as the state) never exist whole next to it. A state of
@@ -144,11 +145,11 @@ async def save_state(
         body = EncodedBody(state, updated_at)
         _check_size(ctx, store, len(body))
         new_etag = await store.save_stream(body, if_match=etag, metadata=metadata)
-        return len(body), new_etag
+        return len(body), new_etag, metadata
     raw = encode(state, updated_at)
     _check_size(ctx, store, len(raw))
     new_etag = await store.save(raw, if_match=etag, metadata=metadata)
-    return len(raw), new_etag
+    return len(raw), new_etag, metadata
 
 
 def _check_size(ctx: RunContext, store: StateStore, size: int) -> None:
@@ -170,7 +171,7 @@ async def write_state(ctx: RunContext, unit: Unit, changes: StateChanges) -> Non
     for attempt in range(1, cfg.state_write_attempts + 1):
         ctx.stats.state_write_attempts = max(ctx.stats.state_write_attempts, attempt)
         try:
-            size, _ = await save_state(ctx, store, apply(base, changes), etag)
+            size, _, _ = await save_state(ctx, store, apply(base, changes), etag)
         except StateConflict as exc:
             log.warning(
                 "state changed meanwhile: reload and merge",

@@ -236,8 +236,12 @@ class Listers:
 def clip(raw: RawPage, until: str | None) -> tuple[RawPage, bool]:
     """The page's keys up to ``until``, and whether the range ends on this page (a key
     past it was listed, or its upper bound itself: keys are unique)."""
-    if until is None:
-        return raw, False
+    last = raw.objects[-1].key if raw.objects else None
+    last_prefix = raw.common_prefixes[-1] if raw.common_prefixes else None
+    if until is None or (
+        (last is None or last < until) and (last_prefix is None or last_prefix <= until)
+    ):
+        return raw, False  # all of the page is in the range, and the range goes on
     objects = [o for o in raw.objects if o.key <= until]
     prefixes = [p for p in raw.common_prefixes if p <= until]
     ended = len(objects) < len(raw.objects) or len(prefixes) < len(raw.common_prefixes)

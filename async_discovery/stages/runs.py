@@ -74,6 +74,17 @@ class RunObjects:
     def _item_store(self, job: Job) -> StateStore:
         return self.objects.store(item_key(self.state_prefix, self.prefix, item_id(job)))
 
+    async def items_progress(self, items: list[Job]) -> dict[Job, tuple[list[Job], str | None]]:
+        """For each fan-out item, the parts still to do (:meth:`item_progress`): one
+        listing finds which items have progress at all, only those are read."""
+        head = item_key(self.state_prefix, self.prefix, "")[: -len(".json")]
+        found = await self.objects.keys(head)
+        out: dict[Job, tuple[list[Job], str | None]] = {}
+        for item in items:
+            key = item_key(self.state_prefix, self.prefix, item_id(item))
+            out[item] = await self.item_progress(item) if key in found else ([item], None)
+        return out
+
     async def item_progress(self, job: Job) -> tuple[list[Job], str | None]:
         """The parts of fan-out item ``job`` still to do when a child before was cut
         short (``[job]`` when none was), and the ETag of the progress object."""

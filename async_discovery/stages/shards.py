@@ -20,9 +20,10 @@ import logging
 
 import anyio
 
-from ..errors import DiscoveryError, StateError, StateMoved
+from ..changes import strip_etag
+from ..errors import DiscoveryError, StateConflict, StateError, StateMoved
 from ..fingerprint import META_KEY
-from ..layout import is_shard_of, range_key, shard_key, shards_prefix
+from ..layout import is_shard_of, range_key, ranges_prefix, shard_key, shards_prefix
 from ..ports import Lister, ObjectHead, StateObjects, StateStore, StreamingStateStore
 from ..ranges import INDEX_VERSION, Index, Span, decode_index, version_at_start
 from ..state import SHARD_VERSION, State, StateChanges, check_source
@@ -51,6 +52,8 @@ class Folder:
     etag: str | None
     leaf: Unit | None = None
     index: Index | None = None
+    # An index's range shards as listed when it was read: id -> ETag (unquoted).
+    listed: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Shards:
@@ -64,6 +67,9 @@ class Shards:
         self.first: FirstRun | None = None  # the prefix's first-run policy (.runs)
         self._folders: dict[str, Folder | DiscoveryError] = {}
         self._reading: dict[str, anyio.Event] = {}
+        # Range fingerprints learned this run (folder -> shard -> (ETag, digest)), for
+        # the indexes' cache (:meth:`refresh_indexes`).
+        self._learned: dict[str, dict[str, tuple[str, str]]] = {}
         # Units whose listings all ended while every committer was busy: written last.
         self.settled_late: set[UnitKey] = set()
         self.restructure = Restructure(ctx, objects, self)
@@ -95,12 +101,24 @@ class Shards:
         changed under this run)."""
         self._folders.pop(name, None)
 
-    def known(self, folder: Folder) -> None:
-        """This run wrote ``folder``'s object: later jobs see what it wrote."""
-        self._folders[folder.name] = folder
+    def known_index(self, store: StateStore, etag: str, index: Index) -> None:
+        """This run wrote a folder's index: later jobs see what it wrote."""
+        old = self._folders.get(index.folder)
+        listed = dict(old.listed) if isinstance(old, Folder) else {}
+        listed.update((r.shard, r.etag) for r in index.ranges if r.shard and r.etag)
+        self._folders[index.folder] = Folder(index.folder, store, etag, index=index, listed=listed)
 
     async def read_folder(self, name: str) -> Folder:
-        """Read ``<F>.json`` by its first ``HEAD_BYTES`` (more when that is not enough)."""
+        """Read ``<F>.json`` by its first ``HEAD_BYTES`` (more when that is not enough);
+        an index's range shards are listed too (their ETags validate its digests)."""
+        folder = await self._read_folder(name)
+        if folder.index is not None:
+            head = ranges_prefix(self.state_prefix, self.prefix, name)
+            listed = await self.objects.etags(head)
+            folder.listed = {key[len(head) :]: strip_etag(etag) for key, etag in listed.items()}
+        return folder
+
+    async def _read_folder(self, name: str) -> Folder:
         ctx = self.ctx
         store = self.objects.store(shard_key(self.state_prefix, self.prefix, name))
         if not isinstance(store, StreamingStateStore):
@@ -225,19 +243,33 @@ class Shards:
             store = self.objects.store(range_key(self.state_prefix, self.prefix, folder.name, "-"))
             return unit_of(self.ctx, store, None, None, 0, folder.name, span, None)
         store = self.objects.store(range_key(self.state_prefix, self.prefix, folder.name, shard))
+        ref = folder.index.ranges[position]
+        if head and ref.digest is not None and folder.listed.get(shard) == ref.etag:
+            # The index's digest is of the shard as it still is: no read at all.
+            fields = State(
+                source_bucket=folder.index.source_bucket,
+                version=SHARD_VERSION,
+                extra={"prefix": self.prefix, "folder": folder.name},
+            )
+            unit = unit_of(self.ctx, store, fields, ref.etag, 0, folder.name, span, shard)
+            unit.expected = ref.digest
+            return unit
         if head and isinstance(store, StreamingStateStore):
             found = await store.load_head(HEAD_BYTES)
             if found is None:
                 raise StateMoved(f"state object {store.name}, a range of the index, is gone")
             count_read(self.ctx, found.size)
+            digest = found.metadata.get(META_KEY)
+            if digest is not None:
+                self.learn(folder.name, shard, found.etag, digest)
             if found.size <= len(found.data):
                 state = decode(found.data, name=store.name, version=SHARD_VERSION)
                 return unit_of(
                     self.ctx, store, state, found.etag, found.size, folder.name, span, shard
                 )
-            unit = self._from_head(store, folder.name, found, span, shard)
-            if unit is not None:
-                return unit
+            by_head = self._from_head(store, folder.name, found, span, shard)
+            if by_head is not None:
+                return by_head
             return await self._read_whole(store, folder.name, span, shard)
         return await self._read_whole(
             store, folder.name, span, shard, count=True, forwarded_ok=forwarded_ok
@@ -321,6 +353,49 @@ class Shards:
         for key, unit in list(self.ctx.shards.items()):
             unit.complete = unit.complete and key in self.settled_late
             await self.commit(unit)
+
+    def learn(self, folder: str, shard: str, etag: str, digest: str | None) -> None:
+        """Shard ``shard`` of ``folder`` has fingerprint ``digest`` at ETag ``etag``."""
+        if digest is not None:
+            self._learned.setdefault(folder, {})[shard] = (strip_etag(etag), digest)
+
+    async def refresh_indexes(self) -> None:
+        """Bring the digests of the indexes read this run up to date with what it learned
+        (a cache: a write that conflicts is tried once more on the index read again,
+        then left for a later run)."""
+        learned, self._learned = self._learned, {}
+        if self.ctx.config.dry_run:
+            return
+        for name, shards in learned.items():
+            for attempt in (1, 2):
+                found = self._folders.get(name)
+                if attempt == 2 or not isinstance(found, Folder):
+                    try:
+                        found = await self.read_folder(name)
+                    except DiscoveryError:
+                        break
+                if found.index is None or found.etag is None:
+                    break
+                refs = [
+                    dataclasses.replace(r, etag=shards[r.shard][0], digest=shards[r.shard][1])
+                    if r.shard in shards and (r.etag, r.digest) != shards[r.shard]
+                    else r
+                    for r in found.index.ranges
+                ]
+                if refs == found.index.ranges:
+                    break
+                index = dataclasses.replace(found.index, ranges=refs)
+                try:
+                    await self.restructure.save_index(found.store, index, found.etag)
+                    break
+                except StateConflict:
+                    continue
+                except DiscoveryError as exc:
+                    log.warning(
+                        "index digests not refreshed",
+                        extra={"event": "index_refresh", "folder": name, "error": str(exc)},
+                    )
+                    break
 
     # -- vanished folders ---------------------------------------------------------------
 

@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ..changes import strip_etag
 from ..discovery import folder_prefix
 from ..errors import StateConflict, StateCorrupt, StateError, StateMoved, StorageError
+from ..fingerprint import META_KEY
 from ..layout import range_key, ranges_prefix, shard_key
 from ..messages import iso_utc
 from ..ports import Lister, StateObjects, StateStore, StreamingStateStore
@@ -115,16 +117,21 @@ class Restructure:
         elif unit.ranged and unit.shard is None:
             await self._replace(unit, [(unit.span.until, Files(merged.files))])
         else:
-            await self._save(unit.store, merged, unit.etag)
+            etag, digest = await self._save(unit.store, merged, unit.etag)
+            if unit.ranged and unit.folder is not None and unit.shard is not None:
+                self.shards.learn(unit.folder, unit.shard, etag, digest)
         self._forget_leaf(unit)
 
-    async def _save(self, store: StateStore, state: State, etag: str | None) -> str:
-        size, new_etag = await save_state(self.ctx, store, state, etag)
+    async def _save(
+        self, store: StateStore, state: State, etag: str | None
+    ) -> tuple[str, str | None]:
+        """Write a shard; its new ETag and fingerprint."""
+        size, new_etag, metadata = await save_state(self.ctx, store, state, etag)
         stats = self.ctx.stats
         stats.state_written = True
         stats.state_objects_written += 1
         stats.state_bytes = max(stats.state_bytes, size)
-        return new_etag
+        return new_etag, metadata.get(META_KEY)
 
     async def _reload(self, unit: Unit) -> None:
         """Read ``unit`` again after a conflict (raises ``StateMoved`` when its keys now
@@ -180,12 +187,11 @@ class Restructure:
                     version=SHARD_VERSION,
                     extra={"prefix": self.prefix, "folder": folder_name},
                 )
-                await self._save(store, body, None)
-                refs.append(RangeRef(until, shard))
+                etag, digest = await self._save(store, body, None)
+                refs.append(RangeRef(until, shard, strip_etag(etag), digest))
             if not unit.ranged:  # the folder's own shard becomes the index
                 index = Index(folder_name, self.prefix, self.ctx.config.source_bucket, refs)
-                etag = await self._save_index(unit.store, index, unit.etag)
-                self._known(folder_name, unit.store, etag, index)
+                await self.save_index(unit.store, index, unit.etag)
                 return
             if unit.shard is not None:
                 await self._forward(unit, refs)
@@ -227,26 +233,22 @@ class Restructure:
                 raise StateMoved(f"a range of {folder!r} changed in the index meanwhile")
             new = _replaced(index, position, refs)
             try:
-                etag = await self._save_index(current.store, new, current.etag)
+                await self.save_index(current.store, new, current.etag)
             except StateConflict:
                 if attempt == 2 * cfg.state_write_attempts:
                     raise
                 await anyio.sleep(backoff(attempt))
                 current = await self.shards.read_folder(folder)
                 continue
-            self._known(folder, current.store, etag, new)
             return
 
-    async def _save_index(self, store: StateStore, index: Index, etag: str | None) -> str:
+    async def save_index(self, store: StateStore, index: Index, etag: str | None) -> str:
+        """Write a folder's index conditionally; its new ETag."""
         body = encode_index(index, iso_utc(self.ctx.clock()))
         new_etag = await store.save(body, if_match=etag)
         self.ctx.stats.state_objects_written += 1
+        self.shards.known_index(store, new_etag, index)
         return new_etag
-
-    def _known(self, name: str, store: StateStore, etag: str, index: Index) -> None:
-        from .shards import Folder
-
-        self.shards.known(Folder(name, store, etag, index=index))
 
     def _range_key(self, folder: str, shard: str) -> str:
         return range_key(self.state_prefix, self.prefix, folder, shard)
@@ -394,7 +396,9 @@ def _replaced(index: Index, position: int, refs: list[RangeRef]) -> Index:
     elif position < len(ranges) - 1:
         del ranges[position]
     elif position > 0:
-        ranges[position - 1 : position + 1] = [RangeRef(None, ranges[position - 1].shard)]
+        ranges[position - 1 : position + 1] = [
+            dataclasses.replace(ranges[position - 1], until=None)
+        ]
     else:
         ranges = [RangeRef(None, None)]
     return dataclasses.replace(index, ranges=ranges)
