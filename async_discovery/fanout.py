@@ -247,7 +247,7 @@ async def plan_items(
     items: list[Job] = []
     for folder in folders:
         split = folder in stems or shard_name(folder) in stems
-        index = (await shards.read_folder(folder)).index if split else None
+        index = (await shards.folders.read_folder(folder)).index if split else None
         if index is None:
             items.append(Job(folder))
         else:

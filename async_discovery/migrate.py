@@ -7,11 +7,14 @@ place and refuses to overwrite a target that differs unless ``--force``.
 - ``--to folders``: the single object (:func:`~.layout.single_key`) is read; its
   entries of the configured prefix ``P`` that sit in a folder (``P + F + "/" + N``,
   skipped folders included, so none is lost) are grouped by folder and each group is
-  written as folder ``F``'s shard (version 2) with ``If-None-Match: *``. Entries of
-  other prefixes (and any not in a folder of ``P``) stay only in the single object.
-- ``--to single``: every shard of ``P`` is read and its entries are merged into the
-  single object (created when absent; entries of other prefixes kept), one conditional
-  write (``If-Match`` its ETag, ``If-None-Match: *`` when none existed).
+  written as folder ``F``'s shard (version 2) with ``If-None-Match: *``; a group of more
+  than ``SHARD_MAX_FILES`` entries is split into key-range shards and the folder's index
+  (:mod:`~.ranges`), as a scan splits a folder that grows. Entries of other prefixes
+  (and any not in a folder of ``P``) stay only in the single object.
+- ``--to single``: every folder's state of ``P`` (its shard, or every range of its
+  index) is read and its entries are merged into the single object (created when absent;
+  entries of other prefixes kept), one conditional write (``If-Match`` its ETag,
+  ``If-None-Match: *`` when none existed).
 
 A target that exists with the same entries is left alone (``same``); one whose entries
 differ is refused (``differs``, nothing of the migration written) unless ``force``,
@@ -26,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import secrets
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,13 +39,30 @@ import anyio
 
 from .aws import open_clients
 from .aws.s3 import S3StateObjects
+from .changes import strip_etag
 from .config import Config
 from .errors import DiscoveryError, StateConflict
-from .fingerprint import object_metadata
-from .layout import is_shard_of, runs_key, shard_key, shards_prefix, single_key
+from .fingerprint import META_KEY, object_metadata
+from .layout import (
+    is_shard_of,
+    range_key,
+    runs_key,
+    shard_key,
+    shards_prefix,
+    single_key,
+)
 from .messages import iso_utc
 from .ports import StateObjects, StateStore
-from .state import SHARD_VERSION, STATE_VERSION, FileEntry, State, check_source
+from .ranges import (
+    INDEX_VERSION,
+    Index,
+    RangeRef,
+    decode_index,
+    encode_index,
+    piece_sizes,
+    version_at_start,
+)
+from .state import SHARD_VERSION, STATE_VERSION, FileEntry, Files, State, check_source
 from .state_codec import decode, encode
 
 Target = Literal["folders", "single"]
@@ -156,6 +177,85 @@ class Migration:
             return None, None
         return self._decode(raw, store.name, version), etag
 
+    async def _load_folder(
+        self, store: StateStore, folder: str | None
+    ) -> tuple[dict[str, FileEntry] | None, str | None, Index | None]:
+        """A folder's entries (its shard's, or all its ranges'), the ETag of ``<F>.json``
+        and its index when it is split; (None, None, None) when it has no state."""
+        raw, etag = await store.load()
+        if raw is None:
+            return None, None, None
+        if version_at_start(raw) != INDEX_VERSION:
+            return dict(self._decode(raw, store.name, SHARD_VERSION).files.items()), etag, None
+        index = decode_index(raw, name=store.name, prefix=self.prefix, folder=folder)
+        check_source(
+            State(source_bucket=index.source_bucket),
+            self.config.source_bucket,
+            name=store.name,
+            force_rebind=False,
+        )
+        entries: dict[str, FileEntry] = {}
+        for ref in index.ranges:
+            if ref.shard is None:
+                continue
+            key = range_key(self.state_prefix, self.prefix, index.folder, ref.shard)
+            part, _ = await self._load(self.objects.store(key), SHARD_VERSION)
+            if part is not None:
+                entries.update(part.files.items())
+        return entries, etag, index
+
+    async def _write_ranges(
+        self,
+        store: StateStore,
+        folder: str,
+        entries: dict[str, FileEntry],
+        etag: str | None,
+        old: Index | None,
+        detail: str,
+    ) -> Outcome:
+        """Write a folder of more than ``SHARD_MAX_FILES`` entries as range shards and
+        their index (``If-Match`` the ``<F>.json`` read); the ranges of ``old`` (an
+        index replaced) are deleted once the new one is written."""
+        keys = sorted(entries)
+        sizes = piece_sizes(len(keys), self.config.shard_max_files)
+        detail = f"{detail}, split into {len(sizes)} ranges"
+        if self.dry_run:
+            return Outcome(store.name, "would write", len(keys), detail)
+        refs: list[RangeRef] = []
+        start = 0
+        for size in sizes:
+            part = keys[start : start + size]
+            start += size
+            shard = secrets.token_hex(8)
+            files = Files({k: entries[k] for k in part})
+            state = State(
+                files=files,
+                source_bucket=self.config.source_bucket,
+                version=SHARD_VERSION,
+                extra={"prefix": self.prefix, "folder": folder},
+            )
+            body = self._encoded(state, store.name)
+            if isinstance(body, Outcome):
+                return body
+            metadata = object_metadata(state)
+            key = range_key(self.state_prefix, self.prefix, folder, shard)
+            new_etag = await self.objects.store(key).save(body, if_match=None, metadata=metadata)
+            until = part[-1] if start < len(keys) else None
+            refs.append(RangeRef(until, shard, strip_etag(new_etag), metadata.get(META_KEY)))
+        index = Index(folder, self.prefix, self.config.source_bucket, refs)
+        try:
+            await store.save(encode_index(index, iso_utc(self.clock())), if_match=etag)
+        except StateConflict as exc:
+            return Outcome(
+                store.name, "failed", len(keys), f"written meanwhile by another run: {exc}"
+            )
+        for ref in old.ranges if old is not None else ():
+            if ref.shard is not None:
+                await self.objects.delete(
+                    range_key(self.state_prefix, self.prefix, folder, ref.shard)
+                )
+        return Outcome(store.name, "wrote", len(keys), detail)
+
     def _encoded(self, state: State, name: str) -> bytes | Outcome:
         raw = encode(state, iso_utc(self.clock()))
         cap = self.config.state_max_bytes
@@ -211,33 +311,42 @@ class Migration:
             report.notes.append(f"no entry of prefix {self.prefix!r} in {source.name}")
         if self.prefix in single.cursors:
             report.notes.append(CURSOR_NOTE)
-        planned: list[tuple[StateStore, State, str | None, str]] = []
+        planned: list[tuple[str, StateStore, str | None, Index | None, str]] = []
         for folder, entries in groups.items():
             store = self.objects.store(shard_key(self.state_prefix, self.prefix, folder))
-            target = State(
-                files=entries,
-                source_bucket=cfg.source_bucket,
-                version=SHARD_VERSION,
-                extra={"prefix": self.prefix, "folder": folder},
-            )
-            existing, etag = await self._load(store, SHARD_VERSION)
+            existing, etag, index = await self._load_folder(store, folder)
             if existing is None:
-                planned.append((store, target, None, "new shard"))
-            elif dict(existing.files.items()) == entries:
+                planned.append((folder, store, None, None, "new shard"))
+            elif existing == entries:
                 report.outcomes.append(Outcome(store.name, "same", len(entries)))
             elif self.force:
-                planned.append((store, target, etag, _difference(existing.files, entries)))
+                planned.append((folder, store, etag, index, _difference(existing, entries)))
             else:
                 report.outcomes.append(
-                    Outcome(
-                        store.name, "differs", len(entries), _difference(existing.files, entries)
-                    )
+                    Outcome(store.name, "differs", len(entries), _difference(existing, entries))
                 )
         if not report.ok and not self.force:
             planned = []  # refused: write nothing, so a fixed rerun starts from the same place
             report.error = "targets differ from the source: nothing written (--force overwrites)"
-        for store, target, etag, detail in planned:
-            report.outcomes.append(await self._write(store, target, etag, detail))
+        for folder, store, etag, index, detail in planned:
+            entries = groups[folder]
+            if len(entries) > cfg.shard_max_files:
+                outcome = await self._write_ranges(store, folder, entries, etag, index, detail)
+            else:
+                target = State(
+                    files=entries,
+                    source_bucket=cfg.source_bucket,
+                    version=SHARD_VERSION,
+                    extra={"prefix": self.prefix, "folder": folder},
+                )
+                outcome = await self._write(store, target, etag, detail)
+                if outcome.action == "wrote" and index is not None:
+                    for ref in index.ranges:  # the folder's ranges, replaced by one shard
+                        if ref.shard is not None:
+                            await self.objects.delete(
+                                range_key(self.state_prefix, self.prefix, folder, ref.shard)
+                            )
+            report.outcomes.append(outcome)
 
     # -- folders -> single ---------------------------------------------------------------
 
@@ -256,9 +365,9 @@ class Migration:
             return
         merged: dict[str, FileEntry] = {}
         for key in keys:
-            shard, _ = await self._load(self.objects.store(key), SHARD_VERSION)
-            if shard is not None:  # deleted since listed: a scan pruned its folder
-                merged.update(shard.files.items())
+            found, _, _ = await self._load_folder(self.objects.store(key), None)
+            if found is not None:  # deleted since listed: a scan pruned its folder
+                merged.update(found)
         cursor = self.objects.store(runs_key(self.state_prefix, self.prefix, "cursor.json"))
         if (await cursor.load())[0] is not None:
             report.notes.append(CURSOR_NOTE)

@@ -161,7 +161,6 @@ class Scanner:
             return exc
         await self._stream(plan, shards)
         await shards.commit_rest()
-        await shards.refresh_indexes()
         try:
             if items is None:
                 if _complete(ctx):

@@ -182,11 +182,11 @@ def encode_index(index: Index, updated_at: str) -> bytes:
 _INDEX_FIELDS = frozenset({"version", "updated_at", "source_bucket", "prefix", "folder", "ranges"})
 
 
-def decode_index(raw: bytes, *, name: str, prefix: str, folder: str) -> Index:
+def decode_index(raw: bytes, *, name: str, prefix: str, folder: str | None) -> Index:
     """Parse a folder's index; raises :class:`StateCorrupt` for anything that is not
-    one for ``folder`` of ``prefix``: bounds must be keys of the folder in strictly
-    ascending order, the last range open above, shard ids as this scanner makes them
-    and used once."""
+    one for ``folder`` (None: the folder it names) of ``prefix``: bounds must be keys of
+    the folder in strictly ascending order, the last range open above, shard ids as
+    this scanner makes them and used once."""
     try:
         doc = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, RecursionError, UnicodeDecodeError):
@@ -198,7 +198,9 @@ def decode_index(raw: bytes, *, name: str, prefix: str, folder: str) -> Index:
             f"state object {name} has version {doc['version']!r}; a folder index has "
             f"version {INDEX_VERSION}"
         )
-    if doc.get("folder") != folder or doc.get("prefix") != prefix:
+    if folder is None and isinstance(doc.get("folder"), str):
+        folder = doc["folder"]
+    if folder is None or doc.get("folder") != folder or doc.get("prefix") != prefix:
         raise StateCorrupt(
             f"state object {name} is the index of folder {doc.get('folder')!r} of "
             f"{doc.get('prefix')!r}, not of {folder!r} of {prefix!r}"

@@ -15,7 +15,6 @@ from async_discovery.config import Config
 from async_discovery.deadline import Deadline
 from async_discovery.handler import lambda_handler
 from async_discovery.layout import item_key, range_key, ranges_prefix, runs_key, shard_key
-from async_discovery.stages import shards
 from async_discovery.stages.plan import Job
 from async_discovery.stages.runs import item_id
 from async_discovery.summary import RunStats
@@ -34,7 +33,7 @@ def shard_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     """Every clause holds both ways a range is opened: read whole, and by its head and
     fingerprint (any shard over 256 bytes)."""
     if request.param == "head":
-        monkeypatch.setattr(shards, "HEAD_BYTES", 256)
+        monkeypatch.setattr("async_discovery.stages.folders.HEAD_BYTES", 256)
     return str(request.param)
 
 

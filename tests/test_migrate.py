@@ -13,7 +13,6 @@ from async_discovery.cli import main
 from async_discovery.config import DEFAULT_STATE_KEY, Config
 from async_discovery.layout import runs_key, shard_key
 from async_discovery.migrate import CURSOR_NOTE, Report, Target, run_migrate
-from async_discovery.stages import shards
 
 from .helpers import MotoEnv, scan
 
@@ -185,7 +184,9 @@ async def test_a_scan_after_migrating_to_folders_sends_nothing(
 ) -> None:
     """Migrated shards carry their fingerprint: a scan opening them by their head finds
     every folder unchanged."""
-    monkeypatch.setattr(shards, "HEAD_BYTES", 200)  # every shard here is larger
+    monkeypatch.setattr(
+        "async_discovery.stages.folders.HEAD_BYTES", 200
+    )  # every shard here is larger
     config = await single_state(env, bucket, queue_url)
     assert (await migrate(config, "folders")).ok
     folders = env.config(bucket, queue_url, state_layout="folders")
@@ -255,3 +256,33 @@ def test_cli_prints_a_line_per_object_or_json_and_exits_1_when_refused(
     assert capsys.readouterr().out.startswith("differs")
     assert main(["state", "migrate", "--to", "folders", "--force", *flags]) == 0
     assert env.state(bucket, shard_key(SP, P, "a"))["files"][f"{P}a/1.csv"]["etag"] == "e2"  # type: ignore[index]
+
+
+async def test_a_large_folder_migrates_into_key_ranges_and_back(
+    env: MotoEnv, bucket: str, queue_url: str
+) -> None:
+    """``--to folders`` splits a folder of more than ``SHARD_MAX_FILES`` entries into
+    range shards and its index, as a scan would; a scan then verifies every range and
+    sends nothing; ``--to single`` gathers every range again."""
+    keys = [f"{P}big/{i:02d}.csv" for i in range(10)] + [f"{P}small/0.csv"]
+    env.put_many(bucket, keys)
+    single = env.config(bucket, queue_url)
+    assert (await scan(single))["queued"] == 11
+    env.bodies(queue_url)
+    folders = env.config(bucket, queue_url, state_layout="folders", shard_max_files=4)
+
+    report = await migrate(folders, "folders")
+    assert report.ok, report.text()
+    outcomes = {o.name.rsplit("/", 1)[1]: (o.action, o.entries) for o in report.outcomes}
+    assert outcomes == {"big.json": ("wrote", 10), "small.json": ("wrote", 1)}
+    index = env.state(bucket, shard_key(SP, P, "big"))
+    assert index is not None and index["version"] == 3 and len(index["ranges"]) == 5
+    assert (await migrate(folders, "folders")).outcomes[0].action == "same"  # idempotent
+
+    warm = await scan(folders)
+    assert (warm["queued"], warm["skipped"], warm["state_objects_written"]) == (0, 11, 0)
+
+    env.s3.delete_object(Bucket=bucket, Key=DEFAULT_STATE_KEY)
+    back = await migrate(folders, "single")
+    assert back.ok, back.text()
+    assert set(entries(env.state(bucket))) == set(keys)

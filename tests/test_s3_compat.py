@@ -19,7 +19,6 @@ from async_discovery.aws import S3Lister, S3StateStore, SqsSender, open_clients
 from async_discovery.config import DEFAULT_STATE_KEY
 from async_discovery.errors import StateConflict
 from async_discovery.pipeline import Scanner
-from async_discovery.stages import shards
 
 from .helpers import MotoEnv, scan
 from .seaweedfs import SplitEnv, split_env
@@ -282,7 +281,7 @@ async def test_unchanged_shards_are_verified_by_their_head(
 ) -> None:
     """Ranged ``GetObject`` and user metadata as each backend serves them: the listing
     order of awkward keys gives the fingerprint the shard was written with."""
-    monkeypatch.setattr(shards, "HEAD_BYTES", 300)
+    monkeypatch.setattr("async_discovery.stages.folders.HEAD_BYTES", 300)
     names = ["a b.csv", "ü.csv", "+%2F.csv", "z.csv", "A.csv", "a~.csv", "日本.csv", "0.csv"]
     keys = [f"incoming/{folder}/{name}" for folder in ("x", "y") for name in names]
     s3env.put_many(s3bucket, keys)

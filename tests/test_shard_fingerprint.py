@@ -13,7 +13,7 @@ from async_discovery.config import Config
 from async_discovery.deadline import Deadline
 from async_discovery.fingerprint import META_KEY, Fingerprint, of_files
 from async_discovery.layout import shard_key
-from async_discovery.stages import gate, shards
+from async_discovery.stages import gate
 from async_discovery.state import FileEntry
 from async_discovery.summary import RunStats
 from async_discovery.testing.fault_proxy import FaultProxy
@@ -28,7 +28,7 @@ HEAD = 512  # bytes: a shard of a few entries is read by its head
 @pytest.fixture(autouse=True)
 def small_heads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shards of more than a few entries are opened by their head (16 KiB in a run)."""
-    monkeypatch.setattr(shards, "HEAD_BYTES", HEAD)
+    monkeypatch.setattr("async_discovery.stages.folders.HEAD_BYTES", HEAD)
 
 
 def entry(etag: str) -> FileEntry:

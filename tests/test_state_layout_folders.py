@@ -14,7 +14,6 @@ import pytest
 from async_discovery.config import Config, parse_initial_scan
 from async_discovery.errors import ConfigError
 from async_discovery.layout import runs_key, shard_key, shard_name, state_prefix
-from async_discovery.stages import shards
 from async_discovery.summary import RunStats
 from async_discovery.testing.fault_proxy import FaultProxy
 
@@ -30,7 +29,7 @@ def shard_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     """Every clause holds both ways a shard is opened: read whole (a shard smaller than
     the first read), and by its head and fingerprint (here: any shard over 256 bytes)."""
     if request.param == "head":
-        monkeypatch.setattr(shards, "HEAD_BYTES", 256)
+        monkeypatch.setattr("async_discovery.stages.folders.HEAD_BYTES", 256)
     return str(request.param)
 
 

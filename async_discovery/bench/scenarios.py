@@ -38,7 +38,7 @@ import anyio
 import boto3
 
 from ..layout import state_prefix
-from ..stages.shards import HEAD_BYTES
+from ..stages.folders import HEAD_BYTES
 from .seed import (
     BODY_V1,
     BODY_V2,

@@ -209,7 +209,6 @@ async def _list_and_decide(
             tg.start_soon(decide, pages_out)
     if shards is not None:
         await shards.commit_rest()
-        await shards.refresh_indexes()
 
 
 def _listing(spec: dict[str, Any]) -> dict[str, list[Any]]:
