@@ -10,13 +10,14 @@ between its writes) is repaired from the forwarding body. The digests the index 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 
 import anyio
 
 from ..changes import strip_etag
-from ..errors import DiscoveryError, StateConflict, StateMoved
+from ..errors import DiscoveryError, StateConflict, StateMoved, StorageError
 from ..messages import iso_utc
 from ..ports import StateStore
 from ..ranges import Index, RangeRef, encode_index
@@ -82,6 +83,11 @@ class Indexes:
                     continue
                 refs = [RangeRef(m["until"], m["shard"]) for m in moved]
                 await self.replace(folder.name, unit, refs)
+                with contextlib.suppress(StorageError):  # else: garbage the index never names
+                    await self.folders.objects.delete(
+                        self.folders.range_key(folder.name, ref.shard)
+                    )
+                log.info("index repaired", extra={"event": "index_repaired", "folder": folder.name})
                 folder = await self.folders.folder(folder.name)
                 break
             else:

@@ -139,10 +139,10 @@ class Listers:
         if self.shards is None:
             assert self.ctx.single is not None
             return self.ctx.single
-        job = listing.job
-        assert job.folder is not None
+        job, name = listing.job, listing.job.folder
+        assert name is not None
         for attempt in range(1, _MOVES + 1):
-            folder = await self.shards.folder(job.folder)
+            folder = await self.shards.folder(name)
             parts = self.shards.cut(job, folder)
             first, position = parts[0]
             await self.queue.add([part for part, _ in parts[1:]])
@@ -152,7 +152,7 @@ class Listers:
             except StateMoved:
                 if attempt == _MOVES:
                     raise
-                self.shards.forget(first.folder or "")
+                await self.shards.repair(name)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _list(self, job: Job, pages: MemoryObjectSendStream[Page]) -> None:

@@ -51,6 +51,14 @@ class Shards:
         """Read the folder's state object again when next asked."""
         self.folders.forget(name)
 
+    async def repair(self, name: str) -> None:
+        """A range of the folder was found moved: read its index again, repaired if it
+        still names a forwarded range (another run's split that stopped half-way)."""
+        self.folders.forget(name)
+        folder = await self.folders.folder(name)
+        if folder.index is not None:
+            await self.indexes.repaired(folder)
+
     def cut(self, job: Job, folder: Folder) -> list[tuple[Job, int | None]]:
         """``job`` cut at the folder's range bounds: each part with the position of its
         range (None: the folder's one shard)."""
