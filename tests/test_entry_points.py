@@ -41,7 +41,7 @@ def run_env(env: MotoEnv, bucket: str, queue_url: str, monkeypatch: pytest.Monke
     return env
 
 
-def explode(self: Decider, folder: str, obj: Any) -> None:
+def explode(self: Decider, unit: Any, folder: str, obj: Any) -> None:
     """Stands in for a bug met while deciding a candidate (inside the stage task group)."""
     raise RuntimeError(f"boom at {obj.key}")
 

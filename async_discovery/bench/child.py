@@ -57,6 +57,15 @@ def _profiler(path: str | None) -> Any:
     return Profiler(interval=0.0005)
 
 
+def _items(items: list[dict[str, Any]] | None) -> list[Any] | None:
+    """A fan-out child's items (the plan's JSON) as the scanner's jobs."""
+    if items is None:
+        return None
+    from ..stages.plan import Job
+
+    return [Job(i["folder"], i.get("after"), i.get("until")) for i in items]
+
+
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Run what ``spec`` says; return the measurement."""
     from ..config import Config
@@ -95,6 +104,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         result = {
             "status": plan["statusCode"],
             "folders": plan["folders"],
+            "items": plan.get("items", plan["folders"]),
             "api_calls": plan["api_calls"],
         }
     elif kind == "scanner":
@@ -108,7 +118,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         cpu0, t0 = time.process_time(), time.perf_counter()
         if profiler is not None:
             profiler.start()
-        summary = anyio.run(lambda: run_scan(config, emit_metrics=False))
+        items = _items(spec.get("items"))
+        summary = anyio.run(lambda: run_scan(config, emit_metrics=False, items=items))
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         if profiler is not None:
             profiler.stop()

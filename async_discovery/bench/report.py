@@ -113,7 +113,7 @@ def fanout_lines(name: str, fo: dict[str, Any]) -> list[str]:
     for i, child in enumerate(fo["per_child"]):
         alone = serial.get(i)
         lines.append(
-            f"     child {i}: {child['folders']} folders, {child['listed']} listed, "
+            f"     child {i}: {child['items']} items, {child['listed']} listed, "
             f"{child['queued']} queued; at once wall {child['wall_s']:.3f} s CPU "
             f"{child['cpu_s']:.2f} s"
             + (f"; alone wall {alone['wall_s']:.3f} s CPU {alone['cpu_s']:.2f} s" if alone else "")

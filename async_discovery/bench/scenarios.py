@@ -38,6 +38,7 @@ import anyio
 import boto3
 
 from ..layout import state_prefix
+from ..settings import DEFAULTS
 from ..stages.folders import HEAD_BYTES
 from .seed import (
     BODY_V1,
@@ -133,8 +134,10 @@ class Bench:
         )
 
     def state(self, bucket: str, entries: Iterable[tuple[str, str]]) -> dict[str, bytes]:
-        """The state recording ``(key, etag)`` pairs, in this bench's layout."""
-        return state_objects(bucket, entries, self.state_layout)
+        """The state recording ``(key, etag)`` pairs, in this bench's layout (a folder
+        past ``SHARD_MAX_FILES`` as key ranges, as a scan writes it)."""
+        split = int(self.tuning.get("shard_max_files", DEFAULTS["shard_max_files"]))
+        return state_objects(bucket, entries, self.state_layout, shard_max_files=split)
 
     def put_state(self, bucket: str, objects: dict[str, bytes] | None) -> None:
         """Reset the state directly on moto: every object under the state prefix and
@@ -238,9 +241,10 @@ class Bench:
         self, bucket: str, children: int, *, parallel: bool = True
     ) -> dict[str, Any]:
         """One fan-out run, into one fresh queue: the plan step (a child process), the
-        plan's folders in ``children`` batches of ``ceil(folders / children)`` (the
-        Distributed Map's ``ItemBatcher``), one scanner child per batch, then
-        :func:`~async_discovery.fanout.sum_summaries` of their summaries.
+        plan's items (a folder each, or a key range of a split folder) in ``children``
+        batches of ``ceil(items / children)`` (the Distributed Map's ``ItemBatcher``),
+        one scanner child per batch, then :func:`~async_discovery.fanout.sum_summaries`
+        of their summaries.
 
         ``parallel``: the children run at once, each released after its setup (the
         phase's wall is from the release to the last child's end); otherwise one after
@@ -254,11 +258,10 @@ class Bench:
         plan = self.measure_child({**base, "kind": "plan", "tuning": dict(self.tuning)})
         key = runs_key(state_prefix(STATE_KEY), PREFIX, PLAN_NAME)
         items = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        folders = [item["folder"] for item in items]
-        size = max(1, math.ceil(len(folders) / children))
-        batches = [folders[i : i + size] for i in range(0, len(folders), size)]
+        size = max(1, math.ceil(len(items) / children))
+        batches = [items[i : i + size] for i in range(0, len(items), size)]
         specs = [
-            {**base, "kind": "scanner", "barrier": True, "tuning": {**self.tuning, "folders": b}}
+            {**base, "kind": "scanner", "barrier": True, "tuning": self.tuning, "items": b}
             for b in batches
         ]
         if parallel:
@@ -274,14 +277,16 @@ class Bench:
         out: dict[str, Any] = {
             "parallel": parallel,
             "children": len(batches),
-            "folders_per_child": size,
+            "items_per_child": size,
             "wall_s": plan["wall_s"] + phase_wall + sum_wall,
-            "plan": {k: plan[k] for k in ("status", "folders", "wall_s", "cpu_s", "api_calls")},
+            "plan": {
+                k: plan[k] for k in ("status", "folders", "items", "wall_s", "cpu_s", "api_calls")
+            },
             "children_wall_s": phase_wall,
             "sum_wall_s": sum_wall,
             "per_child": [
                 {
-                    "folders": len(b),
+                    "items": len(b),
                     "wall_s": r["wall_s"],
                     "cpu_s": r["cpu_s"],
                     "peak_rss_mb": r["peak_rss_kb"] / 1024,
