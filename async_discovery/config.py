@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .errors import ConfigError
-from .layout import state_prefix
+from .layout import single_key, state_prefix
 from .settings import (
     DEFAULT_SKIP_FOLDERS,
     DEFAULT_STATE_KEY,
@@ -97,6 +97,13 @@ class Config:
     def state_prefix(self) -> str:
         """The key prefix of the shards and run objects (``STATE_LAYOUT=folders``)."""
         return state_prefix(self.state_key)
+
+    @property
+    def state_object_key(self) -> str:
+        """The key of the one state object (``STATE_LAYOUT=single``). Every command
+        (scan, migrate, doctor, iam-policy) reads ``S3_STATE_KEY`` through this property
+        and :attr:`state_prefix`, never as a key itself: :mod:`async_discovery.layout`."""
+        return single_key(self.state_key)
 
     @property
     def pool_size(self) -> int:

@@ -51,7 +51,7 @@ async def run_scan(
                 config,
                 S3Lister(clients.s3, config.source_bucket, page_size=config.list_page_size),
                 S3StateStore(
-                    clients.s3, config.state_bucket, config.state_key, config.state_max_bytes
+                    clients.s3, config.state_bucket, config.state_object_key, config.state_max_bytes
                 ),
                 sender,
                 objects=objects,

@@ -312,7 +312,10 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--state-key",
         parse=object_key,
         default=DEFAULT_STATE_KEY,
-        help="key of the state object",
+        help="key of the state object; one value names both layouts' keys: `s/` and "
+        "`s.json` both mean the object `s.json` (`single`) and the state prefix `s/` "
+        "(`folders`)",
+        see="[state-layout.md](state-layout.md#what-s3_state_key-names)",
     ),
     Setting(
         field="skip_folders",

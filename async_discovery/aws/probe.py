@@ -209,7 +209,7 @@ class Probe:
         ``sink``, read as a scan reads it (:meth:`S3StateStore.load_into`: its errors, its
         403-then-list rule)."""
         config = self.config
-        key = config.state_key if key is None else key
+        key = config.state_object_key if key is None else key
         store = S3StateStore(self.s3, config.state_bucket, key, config.state_max_bytes)
         return await store.load_into(sink)
 

@@ -75,7 +75,7 @@ def _summary(config: Config) -> str:
     if config.state_layout == "folders":
         where = f"shards s3://{config.state_bucket}/{config.state_prefix} (STATE_LAYOUT=folders)"
     else:
-        where = f"s3://{config.state_bucket}/{config.state_key}"
+        where = f"s3://{config.state_bucket}/{config.state_object_key}"
     return f"s3://{config.source_bucket}/{config.prefix} -> {config.queue_url}, state {where}"
 
 

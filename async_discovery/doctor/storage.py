@@ -120,10 +120,10 @@ async def _single(ctx: Context) -> Finding:
     """The state object: absent, or its entries and size against ``STATE_MAX_BYTES``,
     and the source bucket it is bound to."""
     config = ctx.config
-    name = f"s3://{config.state_bucket}/{config.state_key}"
+    name = f"s3://{config.state_bucket}/{config.state_object_key}"
     cap = f"STATE_MAX_BYTES={config.state_max_bytes}"
     try:
-        state, size = await _read_state(ctx, config.state_key, STATE_VERSION)
+        state, size = await _read_state(ctx, config.state_object_key, STATE_VERSION)
         if state is None:
             return Finding(
                 "state", "ok", f"{name} absent: the first scan creates it ({_initial(config)})"
