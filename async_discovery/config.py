@@ -10,6 +10,7 @@ win over them. Every invalid or missing value is collected, so one
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -40,6 +41,7 @@ __all__ = [
     "InitialScan",
     "ListStrategy",
     "RetryMode",
+    "event_switch",
     "is_fifo_queue",
     "parse_initial_scan",
     "parse_log_level",
@@ -202,6 +204,22 @@ def _given(setting: Setting, env: Mapping[str, str], override: Any) -> str | Non
     if not text.strip() and not setting.blank_is_value:
         return None
     return text
+
+
+def event_switch(event: Any, field: str, problems: list[str]) -> bool | None:
+    """A switch of a Lambda event (``dry_run``, the doctor's ``deep``): a JSON boolean,
+    or None when absent or null (or the event is not an object). Any other value (the
+    string ``"false"`` is truthy to Python) is appended to ``problems``, naming the
+    field, rather than guessed at."""
+    if not isinstance(event, Mapping) or event.get(field) is None:
+        return None
+    value = event[field]
+    if isinstance(value, bool):
+        return value
+    shown = json.dumps(value, ensure_ascii=False, default=repr)
+    shown = shown if len(shown) <= 80 else f"{shown[:60]}..."
+    problems.append(f"event field {field} = {shown}: not a JSON boolean; expected true or false")
+    return None
 
 
 def is_fifo_queue(queue_url: str | None) -> bool:

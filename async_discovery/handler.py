@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from .config import Config
+from .config import Config, event_switch
 from .deadline import Deadline
 from .errors import ConfigError
 from .fanout import (
@@ -61,7 +61,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if kind == "items":
         folders = event_folders(event, problems)
         options = event_options(event)
-    dry_run = event_dry_run(options, problems)
+    dry_run = event_switch(options, "dry_run", problems)
     config: Config | None = None
     try:
         config = Config.from_env(os.environ, dry_run=dry_run or None)
@@ -88,17 +88,3 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             lambda: float(remaining()) / 1000.0, margin=config.deadline_margin_seconds
         )
     return anyio.run(functools.partial(run_scan, config, deadline=deadline))
-
-
-def event_dry_run(event: Any, problems: list[str]) -> bool | None:
-    """The event's ``dry_run``: a JSON boolean, or None when absent (or the event is not
-    an object). Any other value (``"false"`` is truthy to Python) is appended to
-    ``problems`` rather than guessed at."""
-    if not isinstance(event, dict) or event.get("dry_run") is None:
-        return None
-    value = event["dry_run"]
-    if isinstance(value, bool):
-        return value
-    shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:60]}..."
-    problems.append(f"event field dry_run = {shown}: not a JSON boolean; expected true or false")
-    return None

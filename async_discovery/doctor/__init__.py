@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 
 from ..aws.probe import open_probe
-from ..config import Config
+from ..config import Config, event_switch
 from ..errors import ConfigError
 from ..iam import build_policy
 from . import queue, storage
@@ -94,13 +94,17 @@ def run_cli(
 
 def run_lambda(env: Mapping[str, str], event: dict[str, Any]) -> dict[str, Any]:
     """The Lambda event ``{"action": "doctor"}`` (``"deep"`` and ``"send_test_message"``
-    optional), configured from ``env`` as a scan is: :func:`report` of the findings,
-    statusCode 200 or 500."""
+    optional JSON booleans), configured from ``env`` as a scan is: :func:`report` of the
+    findings, statusCode 200 or 500 (a switch that is not a JSON boolean fails the
+    configuration check, naming it, and runs nothing else)."""
+    problems: list[str] = []
+    deep = event_switch(event, "deep", problems) or False
+    send = event_switch(event, "send_test_message", problems) or False
     config: Config | ConfigError
     try:
         config = Config.from_env(env)
     except ConfigError as exc:
-        config = exc
-    deep = bool(event.get("deep"))
-    send = bool(event.get("send_test_message"))
+        problems.extend(exc.problems)
+    if problems:  # a switch given as "false" must not run the check it names
+        config = ConfigError(problems)
     return report(anyio.run(lambda: diagnose(config, deep=deep, send_test_message=send)))
