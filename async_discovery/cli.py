@@ -14,6 +14,7 @@ import argparse
 import functools
 import importlib
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -166,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read summaries (JSON objects: one per line, or JSON arrays of them) from "
         "the files given, or stdin, and print their sum as one JSON line: counters added "
         "up, statusCode 200 when every child returned 200, else 207. Exit status as for "
-        "scan (0, 3; 1 when the input is not JSON).",
+        "scan (0, 3; 1, with one line on stderr, when the input is not JSON: NaN, "
+        "Infinity and nesting too deep to read included).",
         formatter_class=formatter,
         parents=common,
     )
@@ -439,7 +441,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_sum(args: argparse.Namespace) -> int:
-    """``sum``: add up summaries read from files or stdin; exit as ``scan`` does."""
+    """``sum``: add up summaries read from files or stdin; exit as ``scan`` does. Input
+    that is not JSON (NaN and Infinity included: JSON has neither) or is nested too
+    deep to read is one line on stderr and exit 1."""
     from .fanout import sum_summaries
 
     children: list[Any] = []
@@ -454,14 +458,36 @@ def cmd_sum(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             sys.stderr.write(f"async-discovery sum: {name}: {exc}\n")
             return EXIT_FAILED
+        except RecursionError:
+            sys.stderr.write(f"async-discovery sum: {name}: not a summary: nested too deep\n")
+            return EXIT_FAILED
     summary = sum_summaries(children)
-    _print_json(summary)
+    try:
+        line = json.dumps(summary, ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:  # a total out of range (say, past 1e308 seconds)
+        sys.stderr.write(f"async-discovery sum: the total cannot be written as JSON: {exc}\n")
+        return EXIT_FAILED
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
     return exit_code(int(summary["statusCode"]))
+
+
+def _finite(text: str) -> float:
+    """A JSON number read as a float, refused when out of range (``1e400`` is inf)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    """Python's json reads NaN and Infinity; JSON has neither."""
+    raise ValueError(f"not JSON: {name}")
 
 
 def _json_documents(text: str) -> list[Any]:
     """The JSON values in ``text``, one after another (JSON lines, or arrays of them)."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
     found: list[Any] = []
     index = 0
     while True:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import reprlib
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -297,11 +299,16 @@ def _count(value: Any) -> int:
 
 
 def _seconds(value: Any) -> float:
+    # NaN and Infinity (which Python's json reads) count as no time, as a non-number does.
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0.0
-    return float(value)
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) else 0.0
 
 
 def _shown(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=repr)
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (RecursionError, ValueError):  # nested too deep, or an int too long to print
+        text = reprlib.repr(value)
     return text if len(text) <= 80 else text[:60] + "..."

@@ -292,6 +292,64 @@ def test_cli_sum_exit_status_follows_the_children(
     assert "children.json" in capsys.readouterr().err
 
 
+DEEP = 100_000  # far past Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[" * DEEP + "]" * DEEP, "nested too deep"),
+        ('{"a": ' * DEEP + "1" + "}" * DEEP, "nested too deep"),
+        ('{"statusCode": 200, "execution_time_seconds": NaN}', "NaN"),
+        ('{"statusCode": 200, "execution_time_seconds": Infinity}', "Infinity"),
+        ('[{"statusCode": 200, "execution_time_seconds": -Infinity}]', "-Infinity"),
+        ('{"statusCode": 200, "execution_time_seconds": 1e400}', "out of range"),
+    ],
+    ids=["deep-array", "deep-object", "nan", "infinity", "minus-infinity", "1e400"],
+)
+def test_cli_sum_bad_input_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, said: str
+) -> None:
+    path = tmp_path / "children.json"
+    path.write_text(text, encoding="utf-8")
+    assert main(["sum", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith(f"async-discovery sum: {path}: ")
+    assert said in err
+
+
+def test_cli_sum_total_out_of_range_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "children.json"
+    path.write_text(json.dumps([_child(200, 1, execution_time_seconds=1e308)] * 2))
+    assert main(["sum", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "cannot be written as JSON" in err
+
+
+def test_sum_event_with_non_finite_or_deep_values_stays_json() -> None:
+    # The Lambda runtime's json reads NaN and Infinity; the sum never returns them.
+    deep: Any = []
+    for _ in range(5_000):
+        deep = [deep]
+    total = lambda_handler(
+        {
+            "action": "sum",
+            "summaries": [
+                _child(200, 1, execution_time_seconds=float("nan")),
+                _child(200, 1, execution_time_seconds=float("inf")),
+                deep,
+            ],
+        },
+        Context(),
+    )
+    json.dumps(total, allow_nan=False)
+    assert (total["statusCode"], total["queued"], total["failed_children"]) == (207, 2, 1)
+    assert total["execution_time_seconds"] == 0.0 and "not a summary" in total["error"]
+
+
 def test_cli_plan_needs_the_folders_layout(
     fan_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
