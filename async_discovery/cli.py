@@ -17,7 +17,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO, cast
 
 import anyio
@@ -27,7 +27,7 @@ from .config import LOG_LEVELS, Config, parse_log_level
 from .errors import ConfigError
 from .logs import configure_logging
 from .runner import config_error_summary, run_scan
-from .settings import SETTING, SETTINGS
+from .settings import SETTING, SETTINGS, Invalid
 from .summary import RunStats
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -89,6 +89,22 @@ def _add_log_level(parser: argparse.ArgumentParser, **options: Any) -> None:
     _add_setting(parser, "log_level", type=str.upper, choices=LOG_LEVELS, **options)
 
 
+def _checked(field: str) -> Callable[[str], str]:
+    """An argparse ``type`` that checks a flag's value with its setting's parser, so a
+    value the setting refuses is a usage error (exit 2); the text is kept for
+    :meth:`Config.from_env`."""
+    parse = SETTING[field].parse
+
+    def check(text: str) -> str:
+        try:
+            parse(text)
+        except Invalid as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+        return text
+
+    return check
+
+
 def _log_level_parent() -> argparse.ArgumentParser:
     # Accepted before or after the subcommand: `async-discovery scan --log-level DEBUG`.
     # SUPPRESS keeps the subcommand from resetting a level given before it.
@@ -128,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=common,
     )
     _add_config_flags(scan)
-    for field in ("folders", "dry_run", "explain", "force_rebind"):
+    _add_setting(scan, "folders", type=_checked("folders"))
+    for field in ("dry_run", "explain", "force_rebind"):
         _add_setting(scan, field)
     scan.add_argument(
         "--output",
@@ -400,7 +417,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
     else:
         summary = anyio.run(functools.partial(run_scan, config, explain=explain))
     _print_summary(summary, args.output)
+    _say_notices(summary)
     return exit_code(int(summary["statusCode"]))
+
+
+def _say_notices(summary: dict[str, Any]) -> None:
+    """The summary's notices as plain lines on stderr, for a person at the terminal
+    (the JSON log has them too)."""
+    for notice in summary.get("notices", ()):
+        sys.stderr.write(f"async-discovery scan: warning: {notice}\n")
 
 
 async def _scan_with_progress(config: Config, log_level: str) -> dict[str, Any]:

@@ -108,6 +108,13 @@ class Config:
         return single_key(self.state_key)
 
     @property
+    def state_bucket_role(self) -> str:
+        """How an error names the state bucket: as the bucket the user gave. The state
+        is kept in the source bucket unless ``S3_STATE_BUCKET`` names another, so a
+        missing source bucket is reported as the source bucket, whichever call finds it."""
+        return "source bucket" if self.state_bucket == self.source_bucket else "state bucket"
+
+    @property
     def pool_size(self) -> int:
         """HTTP connections needed so no coroutine waits for a socket."""
         return self.list_concurrency + self.workers + 2

@@ -187,9 +187,15 @@ async def run_plan(config: Config) -> dict[str, Any]:
         async with open_clients(config, calls) as clients:
             lister = S3Lister(clients.s3, config.source_bucket, page_size=config.list_page_size)
             folders = await list_folders(lister, config)
-            objects = S3StateObjects(clients.s3, config.state_bucket, config.state_max_bytes)
+            objects = S3StateObjects.of(clients.s3, config)
             first = await fix_first_run(config, objects, now)
-            await put_json(clients.s3, config.state_bucket, key, plan_body(folders))
+            await put_json(
+                clients.s3,
+                config.state_bucket,
+                key,
+                plan_body(folders),
+                role=config.state_bucket_role,
+            )
         result["folders"] = len(folders)
         if first is not None:
             result["initial_scan"] = first

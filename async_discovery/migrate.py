@@ -327,7 +327,7 @@ async def migrate(
 async def run_migrate(config: Config, *, to: Target, dry_run: bool, force: bool) -> Report:
     """:func:`migrate` on clients opened for ``config`` (closed on return)."""
     async with open_clients(config) as clients:
-        objects = S3StateObjects(clients.s3, config.state_bucket, config.state_max_bytes)
+        objects = S3StateObjects.of(clients.s3, config)
         return await migrate(config, objects, to=to, dry_run=dry_run, force=force)
 
 

@@ -122,6 +122,17 @@ def folder_names(text: str) -> frozenset[str]:
     return frozenset(n for n in names if n)
 
 
+def some_folders(text: str) -> frozenset[str]:
+    """Comma-separated folder names (``--folders``), at least one: a list naming none
+    would scan nothing and say nothing."""
+    names = folder_names(text)
+    if not names:
+        raise Invalid(
+            f"names no folder ({text!r})", "one or more comma-separated folder names such as 'a,b'"
+        )
+    return names
+
+
 def http_url(text: str) -> str:
     """An http(s) endpoint URL."""
     url = text.strip()
@@ -350,8 +361,9 @@ SETTINGS: tuple[Setting, ...] = (
         field="folders",
         env=None,
         flag="--folders",
-        parse=folder_names,
+        parse=some_folders,
         default=None,
+        blank_is_value=True,
         shown_default="every folder",
         help="scan exactly these folders of the prefix (comma-separated; `STATE_LAYOUT=folders`"
         " only): one child of a fan-out",

@@ -12,15 +12,18 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 
-async def put_json(client: S3Client, bucket: str, key: str, body: bytes) -> str:
+async def put_json(
+    client: S3Client, bucket: str, key: str, body: bytes, *, role: str = "state bucket"
+) -> str:
     """Write ``body`` (JSON) to ``s3://bucket/key``, replacing any object there; return
-    the new ETag. Raises :class:`StorageError` once botocore gives up."""
+    the new ETag. Raises :class:`StorageError` once botocore gives up (a missing bucket
+    named by its ``role``)."""
     try:
         resp = await client.put_object(
             Bucket=bucket, Key=key, Body=body, ContentType="application/json"
         )
     except AWS_ERRORS as exc:
         if error_code(exc) == "NoSuchBucket":
-            raise StorageError(f"state bucket {bucket!r} does not exist") from exc
+            raise StorageError(f"{role} {bucket!r} does not exist") from exc
         raise StorageError(f"writing s3://{bucket}/{key} failed: {describe(exc)}") from exc
     return str(resp.get("ETag", "")).strip('"')

@@ -27,7 +27,7 @@ from ..errors import DiscoveryError
 from ..ports import StateSink
 from .clients import AwsClients, open_clients
 from .errors import AWS_ERRORS, describe, error_code, http_status
-from .s3 import S3StateStore
+from .s3 import S3StateObjects
 
 _DENIED = frozenset(
     {"AccessDenied", "AccessDeniedException", "AWS.SimpleQueueService.AccessDenied"}
@@ -210,7 +210,7 @@ class Probe:
         403-then-list rule)."""
         config = self.config
         key = config.state_object_key if key is None else key
-        store = S3StateStore(self.s3, config.state_bucket, key, config.state_max_bytes)
+        store = S3StateObjects.of(self.s3, config).store(key)
         return await store.load_into(sink)
 
     async def put(
