@@ -29,7 +29,7 @@ from ..config import Config, event_switch
 from ..errors import ConfigError
 from ..iam import build_policy
 from . import queue, storage
-from .findings import Context, Finding, failed, hint, permissions, report
+from .findings import Context, Finding, failed, permissions, report
 
 __all__ = ["Finding", "diagnose", "failed", "report", "run_cli", "run_lambda"]
 
@@ -65,7 +65,7 @@ async def diagnose(
                 findings.append(await check(ctx))
             except Exception as exc:  # a bug or an answer nothing expected: still report
                 found = f"unexpected error: {type(exc).__name__}: {exc}"
-                findings.append(Finding(name, "fail", found, hint(exc)))
+                findings.append(ctx.broken(name, exc, found))
         findings.append(storage.clock(ctx))
         findings.append(permissions(ctx))
     return findings
