@@ -2,21 +2,22 @@
 ``iam-policy``, ``doctor``, ``state migrate`` and ``bench``.
 
 Exit status of ``scan`` (SPEC): 0 when statusCode is 200, 3 when 207, 1 when 500 and 2
-for usage errors. The summary is one JSON line on stdout (``--output table``: a table for
-people, same exit status); logs and the metrics line go to stderr, and so does the live
-progress line, drawn only when stderr is a terminal. Terminal rendering lives in
+for usage errors; 130 / 143 when SIGINT / SIGTERM stopped it (:mod:`.interrupts`). The
+summary is one JSON line on stdout (``--output table``: a table for people, same exit
+status); logs and the metrics line go to stderr, and so does the live progress line,
+drawn only when stderr is a terminal. Terminal rendering lives in
 :mod:`async_discovery.console`, the IAM policy in :mod:`async_discovery.iam`.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import json
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO, cast
 
@@ -24,11 +25,12 @@ import anyio
 
 from ._version import __version__
 from .config import LOG_LEVELS, Config, parse_log_level
+from .deadline import Deadline
 from .errors import ConfigError
 from .logs import configure_logging
 from .runner import config_error_summary, run_scan
 from .settings import SETTING, SETTINGS, Invalid
-from .summary import RunStats
+from .summary import RunStats, build_summary
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 DEMO_EXTRA = "pip install 'async-discovery[demo]'"
@@ -59,7 +61,9 @@ def exit_code(status: int) -> int:
 
 _EPILOG = """\
 exit status of scan: 0 = statusCode 200, 3 = 207 (some files failed), 1 = 500 (bad
-configuration, LOG_LEVEL included, or the run could not complete), 2 = usage error.
+configuration, LOG_LEVEL included, or the run could not complete), 2 = usage error,
+130 / 143 = stopped by SIGINT / SIGTERM (the state records what was sent; a second
+signal aborts at once).
 demo and bench exit 1 when the demo extra is missing (pip install 'async-discovery[demo]').
 Flags override the environment variable named in their help. Credentials and region
 come from the standard AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_REGION, ...).
@@ -409,16 +413,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if isinstance(config, ConfigError):
         _print_summary(config_error_summary(config), args.output)
         return EXIT_FAILED
-    explain = _print_json if config.explain else None
     # Progress only for a person watching: not when stderr is a file or a pipe, and not
     # with --explain (its lines on stdout would interleave with the status line).
-    if args.progress and not config.explain and sys.stderr.isatty():
-        summary = anyio.run(_scan_with_progress, config, config.log_level)
-    else:
-        summary = anyio.run(functools.partial(run_scan, config, explain=explain))
+    progress = args.progress and not config.explain and sys.stderr.isatty()
+    summary, interrupted = anyio.run(_interruptible_scan, config, progress)
     _print_summary(summary, args.output)
     _say_notices(summary)
-    return exit_code(int(summary["statusCode"]))
+    return interrupted if interrupted is not None else exit_code(int(summary["statusCode"]))
 
 
 def _say_notices(summary: dict[str, Any]) -> None:
@@ -428,23 +429,54 @@ def _say_notices(summary: dict[str, Any]) -> None:
         sys.stderr.write(f"async-discovery scan: warning: {notice}\n")
 
 
-async def _scan_with_progress(config: Config, log_level: str) -> dict[str, Any]:
-    """``run_scan`` with a live status line on stderr, redrawn from the run's counters."""
+async def _interruptible_scan(config: Config, progress: bool) -> tuple[dict[str, Any], int | None]:
+    """``run_scan`` that SIGINT and SIGTERM stop as the deadline does (a second one
+    aborts it: :mod:`async_discovery.interrupts`), with a live status line on stderr when
+    ``progress``; the summary and, after a signal, the exit status it calls for."""
     from .console import ProgressLine
+    from .interrupts import Interrupts
 
-    line = ProgressLine(sys.stderr, RunStats())
+    stats, deadline, started = RunStats(), Deadline(), time.perf_counter()
+    line = ProgressLine(sys.stderr, stats) if progress else None
     # Logs and the metrics line go through the status line, which clears itself first.
-    stream = cast(TextIO, line)
-    configure_logging(log_level, stream)
+    stream = cast(TextIO, line) if line is not None else sys.stderr
+
+    def say(text: str) -> None:
+        stream.write(f"async-discovery scan: {text}\n")
+        stream.flush()
+
+    scope = anyio.CancelScope()
+    interrupts = Interrupts(deadline, scope, say)
+    summary: dict[str, Any] | None = None
+    if line is not None:
+        configure_logging(config.log_level, stream)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(line.run)
-            summary = await run_scan(config, stats=line.stats, metrics_stream=stream)
+            if line is not None:
+                tg.start_soon(line.run)
+            await tg.start(interrupts.watch)
+            with scope:
+                summary = await run_scan(
+                    config,
+                    deadline=deadline,
+                    stats=stats,
+                    explain=_print_json if config.explain else None,
+                    metrics_stream=stream,
+                )
             tg.cancel_scope.cancel()
-        line.finish()
+        if line is not None:
+            line.finish()
     finally:
-        configure_logging(log_level)
-    return summary
+        if line is not None:
+            configure_logging(config.log_level)
+    if summary is None:  # a second signal cancelled the run: nothing was recorded
+        stats.truncated = True
+        error = (
+            f"aborted by a second {interrupts.received.name if interrupts.received else 'signal'}"
+            ": the state was not written; the next run sends again what this one sent"
+        )
+        summary = build_summary(stats, time.perf_counter() - started, error=error)
+    return summary, interrupts.exit_status
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
