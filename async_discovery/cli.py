@@ -471,11 +471,8 @@ async def _interruptible_scan(config: Config, progress: bool) -> tuple[dict[str,
             configure_logging(config.log_level)
     if summary is None:  # a second signal cancelled the run: nothing was recorded
         stats.truncated = True
-        error = (
-            f"aborted by a second {interrupts.received.name if interrupts.received else 'signal'}"
-            ": the state was not written; the next run sends again what this one sent"
-        )
-        summary = build_summary(stats, time.perf_counter() - started, error=error)
+        seconds = time.perf_counter() - started
+        summary = build_summary(stats, seconds, error=interrupts.abort_error())
     return summary, interrupts.exit_status
 
 

@@ -42,10 +42,13 @@ class Interrupts:
         """``128 + signal number`` once a signal came, else None."""
         return None if self.received is None else 128 + int(self.received)
 
-    @property
-    def aborted(self) -> bool:
-        """True when a second signal cancelled the run."""
-        return self.scope.cancel_called
+    def abort_error(self) -> str:
+        """The summary's ``error`` of a run a second signal cancelled."""
+        name = self.received.name if self.received is not None else "signal"
+        return (
+            f"aborted by a second {name}: the state was not written; the next run sends "
+            "again what this one sent"
+        )
 
     async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Handle the signals until cancelled; started once the handlers are in place.
