@@ -1,5 +1,5 @@
 """The ``async-discovery`` command: ``scan``, ``plan``, ``sum``, ``demo``, ``seed``,
-``iam-policy``, ``doctor``, ``state migrate`` and ``bench``.
+``iam-policy``, ``doctor``, ``state migrate``, ``bench`` and ``moto-server``.
 
 Exit status of ``scan`` (SPEC): 0 when statusCode is 200, 3 when 207, 1 when 500 and 2
 for usage errors. The summary is one JSON line on stdout (``--output table``: a table for
@@ -329,6 +329,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+
+    moto = sub.add_parser(
+        "moto-server",
+        help="run a local moto server (S3, SQS, ...) whose SQS keeps its speed as queues fill",
+        description="Run moto's server with the bench's one patch: stock moto's SQS send "
+        "and receive cost grows with the queue's depth (a 3,000-file scan into a fresh "
+        "queue took minutes); here they do not. Everything else is moto as shipped. Binds "
+        "127.0.0.1 unless -H says otherwise. Needs the demo extra.",
+        formatter_class=formatter,
+        parents=common,
+    )
+    moto.add_argument(
+        "-H",
+        "--host",
+        default="127.0.0.1",
+        help=_help("address to listen on; default 127.0.0.1", None),
+    )
+    moto.add_argument(
+        "-p", "--port", type=int, default=5000, help=_help("port; default 5000", None)
+    )
+    moto.set_defaults(func=cmd_moto_server)
     return parser
 
 
@@ -391,17 +412,26 @@ def cmd_scan(args: argparse.Namespace) -> int:
         _print_summary(config_error_summary(config), args.output)
         return EXIT_FAILED
     explain = _print_json if config.explain else None
+    # A table on a terminal is for a person: no JSON log lines or metrics record above
+    # it (warnings still show), unless a level was asked for (as the demo does).
+    quiet = args.output == "table" and sys.stderr.isatty()
+    quiet = quiet and not (args.log_level or os.environ.get("LOG_LEVEL"))
+    log_level = "WARNING" if quiet else config.log_level
+    configure_logging(log_level)
     # Progress only for a person watching: not when stderr is a file or a pipe, and not
     # with --explain (its lines on stdout would interleave with the status line).
     if args.progress and not config.explain and sys.stderr.isatty():
-        summary = anyio.run(_scan_with_progress, config, config.log_level)
+        summary = anyio.run(_scan_with_progress, config, log_level, not quiet)
     else:
-        summary = anyio.run(functools.partial(run_scan, config, explain=explain))
+        run = functools.partial(run_scan, config, explain=explain, emit_metrics=not quiet)
+        summary = anyio.run(run)
     _print_summary(summary, args.output)
     return exit_code(int(summary["statusCode"]))
 
 
-async def _scan_with_progress(config: Config, log_level: str) -> dict[str, Any]:
+async def _scan_with_progress(
+    config: Config, log_level: str, emit_metrics: bool = True
+) -> dict[str, Any]:
     """``run_scan`` with a live status line on stderr, redrawn from the run's counters."""
     from .console import ProgressLine
 
@@ -412,7 +442,9 @@ async def _scan_with_progress(config: Config, log_level: str) -> dict[str, Any]:
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(line.run)
-            summary = await run_scan(config, stats=line.stats, metrics_stream=stream)
+            summary = await run_scan(
+                config, stats=line.stats, metrics_stream=stream, emit_metrics=emit_metrics
+            )
             tg.cancel_scope.cancel()
         line.finish()
     finally:
@@ -568,6 +600,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import cmd_bench as run_bench
 
     return run_bench(args)
+
+
+def cmd_moto_server(args: argparse.Namespace) -> int:
+    """``moto-server``: the bench's moto in the foreground until interrupted."""
+    if missing_demo_extra("moto-server"):
+        return EXIT_FAILED
+    from .bench.moto_main import main as moto_main
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        sys.stderr.write(
+            f"async-discovery moto-server: note: listening on {args.host}, not only on "
+            "loopback; moto has no authentication\n"
+        )
+    moto_main(["-H", args.host, "-p", str(args.port)])
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
