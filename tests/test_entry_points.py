@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -204,3 +205,18 @@ def test_bench_without_the_demo_extra_says_how_to_install_it(
         "async-discovery bench: needs the demo extra (moto is not installed); "
         "install it with: pip install 'async-discovery[demo]'"
     )
+
+
+def test_bench_profile_without_pyinstrument_is_one_line_up_front(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``bench --profile`` checks for pyinstrument before starting anything: one line on
+    stderr, exit 1, no profile directory made."""
+    monkeypatch.setitem(sys.modules, "pyinstrument", None)
+    profiles = tmp_path / "profiles"
+    assert main(["bench", "--files", "10", "--profile", str(profiles)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("async-discovery bench: --profile needs pyinstrument")
+    assert not profiles.exists()
