@@ -30,7 +30,8 @@ from .settings import SETTING, SETTINGS
 from .summary import RunStats
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-DEMO_EXTRA = "pip install 'async-discovery[demo]'"
+# The package is installed from a checkout (it is on no index).
+DEMO_EXTRA = "pip install -c constraints.txt -e '.[demo]' (from a checkout)"
 OUTPUTS = ("json", "table")
 
 # The configuration flags scan, doctor and iam-policy share. Every configuration flag
@@ -59,7 +60,8 @@ def exit_code(status: int) -> int:
 _EPILOG = """\
 exit status of scan: 0 = statusCode 200, 3 = 207 (some files failed), 1 = 500 (bad
 configuration, LOG_LEVEL included, or the run could not complete), 2 = usage error.
-demo and bench exit 1 when the demo extra is missing (pip install 'async-discovery[demo]').
+demo and bench exit 1 when the demo extra is missing (from a checkout:
+pip install -c constraints.txt -e '.[demo]').
 Flags override the environment variable named in their help. Credentials and region
 come from the standard AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_REGION, ...).
 """
@@ -307,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="scan sample data on an in-process moto server (no AWS account)",
         description="Start a moto server on 127.0.0.1, seed a sample bucket, scan twice. "
-        "Needs the demo extra: pip install 'async-discovery[demo]' (without it: one line "
+        "Needs the demo extra (from a checkout: pip install -e '.[demo]'; without it: one line "
         "saying so on stderr, exit status 1). Reads no environment variables but LOG_LEVEL.",
         formatter_class=formatter,
         parents=common,
@@ -322,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Seed a moto server on 127.0.0.1 (or --endpoint-url), put a latency "
         "proxy in front, run cold, warm and incremental scans side by side with the "
         "sequential design and the request floor, and print the figures and ratios. "
-        "Needs the demo extra: pip install 'async-discovery[demo]' (without it: one line "
+        "Needs the demo extra (from a checkout: pip install -e '.[demo]'; without it: one line "
         "saying so on stderr, exit status 1).",
         formatter_class=formatter,
         parents=common,

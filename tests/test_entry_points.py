@@ -188,7 +188,7 @@ def test_demo_without_the_demo_extra_says_how_to_install_it() -> None:
     (line,) = proc.stderr.splitlines()
     assert line == (
         "async-discovery demo: needs the demo extra (moto is not installed); "
-        "install it with: pip install 'async-discovery[demo]'"
+        "install it with: pip install -c constraints.txt -e '.[demo]' (from a checkout)"
     )
 
 
@@ -203,7 +203,7 @@ def test_bench_without_the_demo_extra_says_how_to_install_it(
     assert out == ""
     assert err.strip() == (
         "async-discovery bench: needs the demo extra (moto is not installed); "
-        "install it with: pip install 'async-discovery[demo]'"
+        "install it with: pip install -c constraints.txt -e '.[demo]' (from a checkout)"
     )
 
 
