@@ -286,6 +286,10 @@ async def sum_results(config: Config, results: Any, items: Any = None) -> dict[s
                     total.add(record, f"child ({_items_named(record)})")
     except DiscoveryError as exc:
         return _sum_error(str(exc))
+    except Exception as exc:
+        error = unexpected_error(exc)
+        log.exception("sum failed unexpectedly", extra={"event": "sum_crash", "error": error})
+        return _sum_error(error)
     summary = total.summary(items=items)
     summary["results"] = {"bucket": bucket, "key": key}
     summary["sum_api_calls"] = dict(sorted(calls.items()))

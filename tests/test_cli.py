@@ -255,6 +255,7 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         "plan",
         "sum",
         "state",
+        "moto-server",
     }
     for name in subs:
         with pytest.raises(SystemExit) as info:

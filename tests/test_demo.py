@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from async_discovery.cells import cells
 from async_discovery.demo import KEY_CELLS, _verdict_lines
 
@@ -54,6 +56,7 @@ def _verdict(text: str, action: str, key: str, reason: str) -> bool:
     return re.search(pattern, text, re.M) is not None
 
 
+@pytest.mark.slow  # the whole demo in a subprocess (tests/test_cli.py runs it piped)
 def test_demo_tells_its_story_on_a_terminal(tmp_path: Path) -> None:
     """Each seeded key with its verdict, a message body as sent, the state written, and a
     second run that skips every candidate as unchanged; no JSON logs unless asked."""
@@ -92,6 +95,7 @@ def test_demo_tells_its_story_on_a_terminal(tmp_path: Path) -> None:
     assert not any(line.startswith("{") for line in err.splitlines()), err
 
 
+@pytest.mark.slow  # the whole demo in a subprocess again
 def test_demo_on_a_terminal_logs_when_a_level_is_asked(tmp_path: Path) -> None:
     """``--log-level INFO``: the JSON log lines come back (on stderr), the story stays."""
     code, text, err = _demo_on_a_terminal(["--log-level", "INFO"], tmp_path)

@@ -124,6 +124,7 @@ def test_template_check_refuses_a_code_uri_sam_package_skips() -> None:
     ]
 
 
+@pytest.mark.slow  # the whole check again (cfn-lint twice, the transform)
 def test_template_check_lints_the_inlined_definition(tmp_path: Path) -> None:
     """The check can fail on the definition: a state with both Next and End, in a copy
     of the deploy folder, is reported from the transformed template."""
