@@ -3,17 +3,15 @@ serves S3 and SQS, and carries the bench's queue-counter patch."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import boto3
 import pytest
 
 from async_discovery.bench import moto_main
-from async_discovery.testing.moto_server import free_port, stop_process
+from async_discovery.testing.moto_server import free_port, stop_process, wait_for_port
 
 
 def _listening(port: int) -> set[str]:
@@ -44,16 +42,11 @@ def server(moto_endpoint: str) -> Iterator[tuple[str, int]]:
         text=True,
     )
     try:
-        until = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > until:
-                    assert proc.stderr is not None
-                    pytest.fail(f"moto-server did not start: {proc.stderr.read()[-2000:]}")
-                time.sleep(0.05)
+        try:
+            wait_for_port(proc, port)
+        except RuntimeError:
+            assert proc.stderr is not None
+            pytest.fail(f"moto-server did not start: {proc.stderr.read()[-2000:]}")
         yield f"http://127.0.0.1:{port}", port
     finally:
         stop_process(proc)
