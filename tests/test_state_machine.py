@@ -5,8 +5,8 @@ moto's Step Functions backend runs a definition with its ASL interpreter when it
 Step Functions, so the option is switched on for the test, and the interpreter's Lambda
 invocations are answered by the real :func:`async_discovery.handler.lambda_handler`,
 called in-process (moto's Lambda would need Docker). S3 and SQS (the function's, and
-the Map's ``ItemReader`` and ``ResultWriter``) are the session's moto server, in its
-own process, so that its CPU is not taken from the children.
+the Map's ``ItemReader`` and ``ResultWriter``) are a moto server in its own process,
+so that its CPU is not taken from the children.
 
 moto 5.2.5's ASL grammar has no ``ItemBatcher``, so the definition runs with the batcher
 left out: each child gets one ``{"folder": F}`` item, a shape the handler takes too (the
@@ -133,17 +133,26 @@ class InProcessLambda:
 @pytest.fixture(scope="module")
 def sfn_endpoint(moto_endpoint: str) -> Iterator[str]:
     """Step Functions: a moto server in this process, the one whose interpreter the
-    test can switch on and reach. S3 and SQS for the function stay on the session's
-    server (its own process: its CPU is not taken from the children, which run here)."""
+    test can switch on and reach. S3 and SQS for the function are ``store_endpoint``."""
     from async_discovery.testing.moto_server import threaded_moto_server
 
     with threaded_moto_server() as url:
         yield url
 
 
+@pytest.fixture(scope="module")
+def store_endpoint(moto_endpoint: str) -> Iterator[str]:
+    """S3 and SQS for the function: a moto server of this module's own (the session's
+    kind, in its own process), empty of the other tests' buckets and queues."""
+    from async_discovery.testing.moto_server import moto_server_process
+
+    with moto_server_process(module="async_discovery.bench.moto_main") as (url, _pid):
+        yield url
+
+
 @pytest.fixture
-def store(moto_endpoint: str) -> MotoEnv:
-    return MotoEnv(moto_endpoint)
+def store(store_endpoint: str) -> MotoEnv:
+    return MotoEnv(store_endpoint)
 
 
 @contextmanager
