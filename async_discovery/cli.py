@@ -1,5 +1,5 @@
 """The ``async-discovery`` command: ``scan``, ``plan``, ``sum``, ``demo``, ``seed``,
-``iam-policy``, ``doctor``, ``state migrate`` and ``bench``.
+``iam-policy``, ``doctor``, ``state migrate``, ``bench`` and ``moto-server``.
 
 Exit status of ``scan`` (SPEC): 0 when statusCode is 200, 3 when 207, 1 when 500 and 2
 for usage errors; 130 / 143 when SIGINT / SIGTERM stopped it (:mod:`.interrupts`). The
@@ -33,7 +33,8 @@ from .settings import SETTING, SETTINGS, Invalid
 from .summary import RunStats, build_summary
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-DEMO_EXTRA = "pip install 'async-discovery[demo]'"
+# The package is installed from a checkout (it is on no index).
+DEMO_EXTRA = "pip install -c constraints.txt -e '.[demo]' (from a checkout)"
 OUTPUTS = ("json", "table")
 
 # The configuration flags scan, doctor and iam-policy share. Every configuration flag
@@ -64,7 +65,8 @@ exit status of scan: 0 = statusCode 200, 3 = 207 (some files failed), 1 = 500 (b
 configuration, LOG_LEVEL included, or the run could not complete), 2 = usage error,
 130 / 143 = stopped by SIGINT / SIGTERM (the state records what was sent; a second
 signal aborts at once).
-demo and bench exit 1 when the demo extra is missing (pip install 'async-discovery[demo]').
+demo and bench exit 1 when the demo extra is missing (from a checkout:
+pip install -c constraints.txt -e '.[demo]').
 Flags override the environment variable named in their help. Credentials and region
 come from the standard AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_REGION, ...).
 """
@@ -330,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="scan sample data on an in-process moto server (no AWS account)",
         description="Start a moto server on 127.0.0.1, seed a sample bucket, scan twice. "
-        "Needs the demo extra: pip install 'async-discovery[demo]' (without it: one line "
+        "Needs the demo extra (from a checkout: pip install -e '.[demo]'; without it: one line "
         "saying so on stderr, exit status 1). Reads no environment variables but LOG_LEVEL.",
         formatter_class=formatter,
         parents=common,
@@ -345,13 +347,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="Seed a moto server on 127.0.0.1 (or --endpoint-url), put a latency "
         "proxy in front, run cold, warm and incremental scans side by side with the "
         "sequential design and the request floor, and print the figures and ratios. "
-        "Needs the demo extra: pip install 'async-discovery[demo]' (without it: one line "
+        "Needs the demo extra (from a checkout: pip install -e '.[demo]'; without it: one line "
         "saying so on stderr, exit status 1).",
         formatter_class=formatter,
         parents=common,
     )
     add_bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+
+    moto = sub.add_parser(
+        "moto-server",
+        help="run a local moto server (S3, SQS, ...) whose SQS keeps its speed as queues fill",
+        description="Run moto's server with the bench's one patch: stock moto's SQS send "
+        "and receive cost grows with the queue's depth (a 3,000-file scan into a fresh "
+        "queue took minutes); here they do not. Everything else is moto as shipped. Binds "
+        "127.0.0.1 unless -H says otherwise. Needs the demo extra.",
+        formatter_class=formatter,
+        parents=common,
+    )
+    moto.add_argument(
+        "-H",
+        "--host",
+        default="127.0.0.1",
+        help=_help("address to listen on; default 127.0.0.1", None),
+    )
+    moto.add_argument(
+        "-p", "--port", type=int, default=5000, help=_help("port; default 5000", None)
+    )
+    moto.set_defaults(func=cmd_moto_server)
     return parser
 
 
@@ -413,10 +436,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if isinstance(config, ConfigError):
         _print_summary(config_error_summary(config), args.output)
         return EXIT_FAILED
+    # A table on a terminal is for a person: no JSON log lines or metrics record above
+    # it (warnings still show), unless a level was asked for (as the demo does).
+    quiet = args.output == "table" and sys.stderr.isatty()
+    quiet = quiet and not (args.log_level or os.environ.get("LOG_LEVEL"))
+    log_level = "WARNING" if quiet else config.log_level
+    configure_logging(log_level)
     # Progress only for a person watching: not when stderr is a file or a pipe, and not
     # with --explain (its lines on stdout would interleave with the status line).
     progress = args.progress and not config.explain and sys.stderr.isatty()
-    summary, interrupted = anyio.run(_interruptible_scan, config, progress)
+    summary, interrupted = anyio.run(_interruptible_scan, config, progress, log_level, not quiet)
     _print_summary(summary, args.output)
     _say_notices(summary)
     return interrupted if interrupted is not None else exit_code(int(summary["statusCode"]))
@@ -429,7 +458,9 @@ def _say_notices(summary: dict[str, Any]) -> None:
         sys.stderr.write(f"async-discovery scan: warning: {notice}\n")
 
 
-async def _interruptible_scan(config: Config, progress: bool) -> tuple[dict[str, Any], int | None]:
+async def _interruptible_scan(
+    config: Config, progress: bool, log_level: str, emit_metrics: bool = True
+) -> tuple[dict[str, Any], int | None]:
     """``run_scan`` that SIGINT and SIGTERM stop as the deadline does (a second one
     aborts it: :mod:`async_discovery.interrupts`), with a live status line on stderr when
     ``progress``; the summary and, after a signal, the exit status it calls for."""
@@ -449,7 +480,7 @@ async def _interruptible_scan(config: Config, progress: bool) -> tuple[dict[str,
     interrupts = Interrupts(deadline, scope, say)
     summary: dict[str, Any] | None = None
     if line is not None:
-        configure_logging(config.log_level, stream)
+        configure_logging(log_level, stream)
     try:
         async with anyio.create_task_group() as tg:
             if line is not None:
@@ -462,13 +493,14 @@ async def _interruptible_scan(config: Config, progress: bool) -> tuple[dict[str,
                     stats=stats,
                     explain=_print_json if config.explain else None,
                     metrics_stream=stream,
+                    emit_metrics=emit_metrics,
                 )
             tg.cancel_scope.cancel()
         if line is not None:
             line.finish()
     finally:
         if line is not None:
-            configure_logging(config.log_level)
+            configure_logging(log_level)
     if summary is None:  # a second signal cancelled the run: nothing was recorded
         stats.truncated = True
         seconds = time.perf_counter() - started
@@ -648,6 +680,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import cmd_bench as run_bench
 
     return run_bench(args)
+
+
+def cmd_moto_server(args: argparse.Namespace) -> int:
+    """``moto-server``: the bench's moto in the foreground until interrupted."""
+    if missing_demo_extra("moto-server"):
+        return EXIT_FAILED
+    from .bench.moto_main import main as moto_main
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        sys.stderr.write(
+            f"async-discovery moto-server: note: listening on {args.host}, not only on "
+            "loopback; moto has no authentication\n"
+        )
+    moto_main(["-H", args.host, "-p", str(args.port)])
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

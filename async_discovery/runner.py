@@ -19,7 +19,7 @@ from .config import Config
 from .deadline import Deadline
 from .errors import ConfigError, DiscoveryError
 from .logs import emit_line
-from .metrics import emf_record
+from .metrics import SERVICE, emf_record
 from .pipeline import Explain, Scanner
 from .summary import RunStats, build_summary
 
@@ -34,8 +34,12 @@ async def run_scan(
     stats: RunStats | None = None,
     metrics_stream: TextIO | None = None,
     emit_metrics: bool = True,
+    service: str = SERVICE,
 ) -> dict[str, Any]:
-    """One complete run: returns the summary dict (statusCode 200, 207 or 500)."""
+    """One complete run: returns the summary dict (statusCode 200, 207 or 500).
+
+    ``service``: the EMF record's ``Service`` dimension (the Lambda handler passes the
+    function's name, so that two deployments in one account keep their metrics apart)."""
     started = time.perf_counter()
     stats = stats if stats is not None else RunStats()
     error: str | None
@@ -69,7 +73,8 @@ async def run_scan(
     summary = build_summary(stats, seconds, error=error, dry_run=config.dry_run)
     log.info("scan finished", extra={"event": "scan_summary", **summary})
     if emit_metrics:
-        emit_line(emf_record(stats, seconds, status=summary["statusCode"]), metrics_stream)
+        record = emf_record(stats, seconds, status=summary["statusCode"], service=service)
+        emit_line(record, metrics_stream)
     return summary
 
 

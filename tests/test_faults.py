@@ -346,7 +346,7 @@ async def test_a_subfolder_that_cannot_be_listed_is_left_untouched(
 # -- 4. overlapping runs -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("runs", [2, 5])
+@pytest.mark.parametrize("runs", [2, pytest.param(5, marks=pytest.mark.slow)])
 async def test_overlapping_runs_lose_nothing(
     runs: int, proxy: FaultProxy, env: MotoEnv, bucket: str, queue_url: str
 ) -> None:
