@@ -16,6 +16,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
+import anyio
+
 from ..errors import DiscoveryError, StateConflict, StateCorrupt, StateError
 from ..fingerprint import META_KEY
 from ..layout import is_shard_of, runs_key, shard_key, shards_prefix
@@ -147,9 +149,18 @@ class Shards:
 
     async def commit_rest(self) -> None:
         """Write the shards still held: folders that settled late, and folders cut
-        short (no pruning there)."""
-        for folder in list(self.ctx.shards):
-            await self.commit(folder, complete=folder in self.settled_late)
+        short (no pruning there). ``LIST_CONCURRENCY`` at a time, as the committers
+        write: one after another they took a round trip each out of the deadline's
+        margin (a run cut short holds one shard per folder it was listing)."""
+        limiter = anyio.CapacityLimiter(self.ctx.config.list_concurrency)
+
+        async def write(folder: str) -> None:
+            async with limiter:
+                await self.commit(folder, complete=folder in self.settled_late)
+
+        async with anyio.create_task_group() as tg:
+            for folder in list(self.ctx.shards):
+                tg.start_soon(write, folder)
 
     async def prune_vanished(self, plan: Plan) -> None:
         """Delete the shards of folders no longer under the prefix (after a complete
