@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import pytest
+from botocore.loaders import JSONFileLoader
 
 import async_discovery
 from async_discovery.handler import lambda_handler
@@ -48,6 +49,28 @@ def test_lambda_handler_runs_a_scan(
     assert [b["key"] for b in env.bodies(queue_url)] == ["incoming/a/1.csv"]
     # A second invocation (a new event loop) works too: no client outlives its loop.
     assert lambda_handler({}, FakeContext(300_000))["queued"] == 0
+
+
+def test_warm_invocations_read_no_service_model_again(
+    monkeypatch: pytest.MonkeyPatch, env: MotoEnv, bucket: str, queue_url: str
+) -> None:
+    """One botocore data loader per process: a warm invocation opens new clients in its
+    own event loop, and they work, without reading a model file (S3, SQS, endpoints)."""
+    env.put(bucket, "incoming/a/1.csv")
+    lambda_env(monkeypatch, env, bucket, queue_url)
+    assert lambda_handler({}, FakeContext(300_000))["queued"] == 1
+    read: list[str] = []
+    load_file = JSONFileLoader.load_file
+
+    def counted(self: JSONFileLoader, file_path: str) -> Any:
+        read.append(file_path)
+        return load_file(self, file_path)
+
+    monkeypatch.setattr(JSONFileLoader, "load_file", counted)
+    env.put(bucket, "incoming/a/2.csv")
+    summary = lambda_handler({}, FakeContext(300_000))
+    assert (summary["statusCode"], summary["queued"]) == (200, 1)
+    assert read == []
 
 
 def test_lambda_handler_close_to_its_deadline_returns_truncated(
