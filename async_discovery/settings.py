@@ -459,7 +459,8 @@ SETTINGS: tuple[Setting, ...] = (
         parse=whole(1),
         default=16,
         section="tuning",
-        help="senders: `SendMessageBatch` calls in flight at once (FIFO: one lane each)",
+        help="senders: `SendMessageBatch` calls in flight at once (FIFO: one message group "
+        "each at a time)",
     ),
     Setting(
         field="queue_size",
@@ -467,7 +468,8 @@ SETTINGS: tuple[Setting, ...] = (
         parse=whole(1),
         default=8,
         section="tuning",
-        help="classified listing pages buffered between the listers and the decider",
+        help="classified listing pages buffered between the listers and the decider (FIFO: "
+        "also the messages waiting for a sender, in pages' worth)",
     ),
     # Smaller pages make the deadline checks (and so resume cursors) finer-grained, at
     # more requests per key.
