@@ -50,8 +50,8 @@ class Dispatcher(Generic[T]):
         self._queued = 0
         self._closing = False
         self._room: anyio.Event | None = None  # set when the waiting decider may go on
-        # Tokens are bounded by the waiting batches (at most ``limit`` plus one), so
-        # the stream needs no bound of its own.
+        # At most one token per waiting batch, and at most ``limit`` batches wait, so
+        # the token stream needs no bound of its own.
         self._tokens, self._ready = anyio.create_memory_object_stream[str](math.inf)
 
     async def put(self, group: str, batch: T) -> None:
