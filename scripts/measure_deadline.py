@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -46,6 +47,9 @@ from async_discovery.logs import configure_logging
 from async_discovery.runner import run_scan
 from async_discovery.testing.moto_server import use_fake_credentials
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure_truncated import drain  # a sibling script, not a package
+
 PREFIX = "incoming/"
 CALLS: list[tuple[float, str, str]] = []  # (time, operation, S3 prefix listed or "")
 
@@ -60,22 +64,6 @@ def timed_calls(client: Any, counter: Counter[str]) -> None:
         CALLS.append((time.monotonic(), model.name, prefix))
 
     client.meta.events.register("before-call.*.*", on_call)
-
-
-def drain(sqs: Any, queue_url: str) -> list[str]:
-    """Every message's key (deleted as read)."""
-    keys: list[str] = []
-    while msgs := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
-        "Messages", []
-    ):
-        keys.extend(json.loads(m["Body"])["key"] for m in msgs)
-        sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)
-            ],
-        )
-    return keys
 
 
 def invoke(config: Config, seconds: float) -> tuple[dict[str, Any], dict[str, float]]:
