@@ -1,36 +1,40 @@
 """The ``async-discovery`` command: ``scan``, ``plan``, ``sum``, ``demo``, ``seed``,
-``iam-policy``, ``doctor``, ``state migrate`` and ``bench``.
+``iam-policy``, ``doctor``, ``state migrate``, ``bench`` and ``moto-server``.
 
 Exit status of ``scan`` (SPEC): 0 when statusCode is 200, 3 when 207, 1 when 500 and 2
-for usage errors. The summary is one JSON line on stdout (``--output table``: a table for
-people, same exit status); logs and the metrics line go to stderr, and so does the live
-progress line, drawn only when stderr is a terminal. Terminal rendering lives in
+for usage errors; 130 / 143 when SIGINT / SIGTERM stopped it (:mod:`.interrupts`). The
+summary is one JSON line on stdout (``--output table``: a table for people, same exit
+status); logs and the metrics line go to stderr, and so does the live progress line,
+drawn only when stderr is a terminal. Terminal rendering lives in
 :mod:`async_discovery.console`, the IAM policy in :mod:`async_discovery.iam`.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import json
+import math
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO, cast
 
 import anyio
 
 from ._version import __version__
 from .config import LOG_LEVELS, Config, parse_log_level
+from .deadline import Deadline
 from .errors import ConfigError
 from .logs import configure_logging
 from .runner import config_error_summary, run_scan
-from .settings import SETTING, SETTINGS
-from .summary import RunStats
+from .settings import SETTING, SETTINGS, Invalid
+from .summary import RunStats, build_summary
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-DEMO_EXTRA = "pip install 'async-discovery[demo]'"
+# The package is installed from a checkout (it is on no index).
+DEMO_EXTRA = "pip install -c constraints.txt -e '.[demo]' (from a checkout)"
 OUTPUTS = ("json", "table")
 
 # The configuration flags scan, doctor and iam-policy share. Every configuration flag
@@ -58,8 +62,11 @@ def exit_code(status: int) -> int:
 
 _EPILOG = """\
 exit status of scan: 0 = statusCode 200, 3 = 207 (some files failed), 1 = 500 (bad
-configuration, LOG_LEVEL included, or the run could not complete), 2 = usage error.
-demo and bench exit 1 when the demo extra is missing (pip install 'async-discovery[demo]').
+configuration, LOG_LEVEL included, or the run could not complete), 2 = usage error,
+130 / 143 = stopped by SIGINT / SIGTERM (the state records what was sent; a second
+signal aborts at once).
+demo and bench exit 1 when the demo extra is missing (from a checkout:
+pip install -c constraints.txt -e '.[demo]').
 Flags override the environment variable named in their help. Credentials and region
 come from the standard AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_REGION, ...).
 """
@@ -86,6 +93,22 @@ def _add_setting(parser: argparse.ArgumentParser, field: str, **options: Any) ->
 
 def _add_log_level(parser: argparse.ArgumentParser, **options: Any) -> None:
     _add_setting(parser, "log_level", type=str.upper, choices=LOG_LEVELS, **options)
+
+
+def _checked(field: str) -> Callable[[str], str]:
+    """An argparse ``type`` that checks a flag's value with its setting's parser, so a
+    value the setting refuses is a usage error (exit 2); the text is kept for
+    :meth:`Config.from_env`."""
+    parse = SETTING[field].parse
+
+    def check(text: str) -> str:
+        try:
+            parse(text)
+        except Invalid as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+        return text
+
+    return check
 
 
 def _log_level_parent() -> argparse.ArgumentParser:
@@ -127,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=common,
     )
     _add_config_flags(scan)
-    for field in ("folders", "dry_run", "explain", "force_rebind"):
+    _add_setting(scan, "folders", type=_checked("folders"))
+    for field in ("dry_run", "explain", "force_rebind"):
         _add_setting(scan, field)
     scan.add_argument(
         "--output",
@@ -166,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read summaries (JSON objects: one per line, or JSON arrays of them) from "
         "the files given, or stdin, and print their sum as one JSON line: counters added "
         "up, statusCode 200 when every child returned 200, else 207. Exit status as for "
-        "scan (0, 3; 1 when the input is not JSON).",
+        "scan (0, 3; 1, with one line on stderr, when the input is not JSON: NaN, "
+        "Infinity and nesting too deep to read included).",
         formatter_class=formatter,
         parents=common,
     )
@@ -307,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="scan sample data on an in-process moto server (no AWS account)",
         description="Start a moto server on 127.0.0.1, seed a sample bucket, scan twice. "
-        "Needs the demo extra: pip install 'async-discovery[demo]' (without it: one line "
+        "Needs the demo extra (from a checkout: pip install -e '.[demo]'; without it: one line "
         "saying so on stderr, exit status 1). Reads no environment variables but LOG_LEVEL.",
         formatter_class=formatter,
         parents=common,
@@ -322,13 +347,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="Seed a moto server on 127.0.0.1 (or --endpoint-url), put a latency "
         "proxy in front, run cold, warm and incremental scans side by side with the "
         "sequential design and the request floor, and print the figures and ratios. "
-        "Needs the demo extra: pip install 'async-discovery[demo]' (without it: one line "
+        "Needs the demo extra (from a checkout: pip install -e '.[demo]'; without it: one line "
         "saying so on stderr, exit status 1).",
         formatter_class=formatter,
         parents=common,
     )
     add_bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+
+    moto = sub.add_parser(
+        "moto-server",
+        help="run a local moto server (S3, SQS, ...) whose SQS keeps its speed as queues fill",
+        description="Run moto's server with the bench's one patch: stock moto's SQS send "
+        "and receive cost grows with the queue's depth (a 3,000-file scan into a fresh "
+        "queue took minutes); here they do not. Everything else is moto as shipped. Binds "
+        "127.0.0.1 unless -H says otherwise. Needs the demo extra.",
+        formatter_class=formatter,
+        parents=common,
+    )
+    moto.add_argument(
+        "-H",
+        "--host",
+        default="127.0.0.1",
+        help=_help("address to listen on; default 127.0.0.1", None),
+    )
+    moto.add_argument(
+        "-p", "--port", type=int, default=5000, help=_help("port; default 5000", None)
+    )
+    moto.set_defaults(func=cmd_moto_server)
     return parser
 
 
@@ -390,34 +436,76 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if isinstance(config, ConfigError):
         _print_summary(config_error_summary(config), args.output)
         return EXIT_FAILED
-    explain = _print_json if config.explain else None
+    # A table on a terminal is for a person: no JSON log lines or metrics record above
+    # it (warnings still show), unless a level was asked for (as the demo does).
+    quiet = args.output == "table" and sys.stderr.isatty()
+    quiet = quiet and not (args.log_level or os.environ.get("LOG_LEVEL"))
+    log_level = "WARNING" if quiet else config.log_level
+    configure_logging(log_level)
     # Progress only for a person watching: not when stderr is a file or a pipe, and not
     # with --explain (its lines on stdout would interleave with the status line).
-    if args.progress and not config.explain and sys.stderr.isatty():
-        summary = anyio.run(_scan_with_progress, config, config.log_level)
-    else:
-        summary = anyio.run(functools.partial(run_scan, config, explain=explain))
+    progress = args.progress and not config.explain and sys.stderr.isatty()
+    summary, interrupted = anyio.run(_interruptible_scan, config, progress, log_level, not quiet)
     _print_summary(summary, args.output)
-    return exit_code(int(summary["statusCode"]))
+    _say_notices(summary)
+    return interrupted if interrupted is not None else exit_code(int(summary["statusCode"]))
 
 
-async def _scan_with_progress(config: Config, log_level: str) -> dict[str, Any]:
-    """``run_scan`` with a live status line on stderr, redrawn from the run's counters."""
+def _say_notices(summary: dict[str, Any]) -> None:
+    """The summary's notices as plain lines on stderr, for a person at the terminal
+    (the JSON log has them too)."""
+    for notice in summary.get("notices", ()):
+        sys.stderr.write(f"async-discovery scan: warning: {notice}\n")
+
+
+async def _interruptible_scan(
+    config: Config, progress: bool, log_level: str, emit_metrics: bool = True
+) -> tuple[dict[str, Any], int | None]:
+    """``run_scan`` that SIGINT and SIGTERM stop as the deadline does (a second one
+    aborts it: :mod:`async_discovery.interrupts`), with a live status line on stderr when
+    ``progress``; the summary and, after a signal, the exit status it calls for."""
     from .console import ProgressLine
+    from .interrupts import Interrupts
 
-    line = ProgressLine(sys.stderr, RunStats())
+    stats, deadline, started = RunStats(), Deadline(), time.perf_counter()
+    line = ProgressLine(sys.stderr, stats) if progress else None
     # Logs and the metrics line go through the status line, which clears itself first.
-    stream = cast(TextIO, line)
-    configure_logging(log_level, stream)
+    stream = cast(TextIO, line) if line is not None else sys.stderr
+
+    def say(text: str) -> None:
+        stream.write(f"async-discovery scan: {text}\n")
+        stream.flush()
+
+    scope = anyio.CancelScope()
+    interrupts = Interrupts(deadline, scope, say)
+    summary: dict[str, Any] | None = None
+    if line is not None:
+        configure_logging(log_level, stream)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(line.run)
-            summary = await run_scan(config, stats=line.stats, metrics_stream=stream)
+            if line is not None:
+                tg.start_soon(line.run)
+            await tg.start(interrupts.watch)
+            with scope:
+                summary = await run_scan(
+                    config,
+                    deadline=deadline,
+                    stats=stats,
+                    explain=_print_json if config.explain else None,
+                    metrics_stream=stream,
+                    emit_metrics=emit_metrics,
+                )
             tg.cancel_scope.cancel()
-        line.finish()
+        if line is not None:
+            line.finish()
     finally:
-        configure_logging(log_level)
-    return summary
+        if line is not None:
+            configure_logging(log_level)
+    if summary is None:  # a second signal cancelled the run: nothing was recorded
+        stats.truncated = True
+        seconds = time.perf_counter() - started
+        summary = build_summary(stats, seconds, error=interrupts.abort_error())
+    return summary, interrupts.exit_status
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -439,7 +527,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_sum(args: argparse.Namespace) -> int:
-    """``sum``: add up summaries read from files or stdin; exit as ``scan`` does."""
+    """``sum``: add up summaries read from files or stdin; exit as ``scan`` does. Input
+    that is not JSON (NaN and Infinity included: JSON has neither) or is nested too
+    deep to read is one line on stderr and exit 1."""
     from .fanout import sum_summaries
 
     children: list[Any] = []
@@ -454,14 +544,36 @@ def cmd_sum(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             sys.stderr.write(f"async-discovery sum: {name}: {exc}\n")
             return EXIT_FAILED
+        except RecursionError:
+            sys.stderr.write(f"async-discovery sum: {name}: not a summary: nested too deep\n")
+            return EXIT_FAILED
     summary = sum_summaries(children)
-    _print_json(summary)
+    try:
+        line = json.dumps(summary, ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:  # a total out of range (say, past 1e308 seconds)
+        sys.stderr.write(f"async-discovery sum: the total cannot be written as JSON: {exc}\n")
+        return EXIT_FAILED
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
     return exit_code(int(summary["statusCode"]))
+
+
+def _finite(text: str) -> float:
+    """A JSON number read as a float, refused when out of range (``1e400`` is inf)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    """Python's json reads NaN and Infinity; JSON has neither."""
+    raise ValueError(f"not JSON: {name}")
 
 
 def _json_documents(text: str) -> list[Any]:
     """The JSON values in ``text``, one after another (JSON lines, or arrays of them)."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
     found: list[Any] = []
     index = 0
     while True:
@@ -568,6 +680,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import cmd_bench as run_bench
 
     return run_bench(args)
+
+
+def cmd_moto_server(args: argparse.Namespace) -> int:
+    """``moto-server``: the bench's moto in the foreground until interrupted."""
+    if missing_demo_extra("moto-server"):
+        return EXIT_FAILED
+    from .bench.moto_main import main as moto_main
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        sys.stderr.write(
+            f"async-discovery moto-server: note: listening on {args.host}, not only on "
+            "loopback; moto has no authentication\n"
+        )
+    moto_main(["-H", args.host, "-p", str(args.port)])
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -10,11 +10,12 @@ win over them. Every invalid or missing value is collected, so one
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from .errors import ConfigError
-from .layout import MAX_KEY_BYTES, longest_key, state_prefix
+from .layout import MAX_KEY_BYTES, longest_key, single_key, state_prefix
 from .settings import (
     DEFAULT_SKIP_FOLDERS,
     DEFAULT_STATE_KEY,
@@ -40,6 +41,7 @@ __all__ = [
     "InitialScan",
     "ListStrategy",
     "RetryMode",
+    "event_switch",
     "is_fifo_queue",
     "parse_initial_scan",
     "parse_log_level",
@@ -98,6 +100,20 @@ class Config:
     def state_prefix(self) -> str:
         """The key prefix of the shards and run objects (``STATE_LAYOUT=folders``)."""
         return state_prefix(self.state_key)
+
+    @property
+    def state_object_key(self) -> str:
+        """The key of the one state object (``STATE_LAYOUT=single``). Every command
+        (scan, migrate, doctor, iam-policy) reads ``S3_STATE_KEY`` through this property
+        and :attr:`state_prefix`, never as a key itself: :mod:`async_discovery.layout`."""
+        return single_key(self.state_key)
+
+    @property
+    def state_bucket_role(self) -> str:
+        """How an error names the state bucket: as the bucket the user gave. The state
+        is kept in the source bucket unless ``S3_STATE_BUCKET`` names another, so a
+        missing source bucket is reported as the source bucket, whichever call finds it."""
+        return "source bucket" if self.state_bucket == self.source_bucket else "state bucket"
 
     @property
     def pool_size(self) -> int:
@@ -211,6 +227,22 @@ def _given(setting: Setting, env: Mapping[str, str], override: Any) -> str | Non
     if not text.strip() and not setting.blank_is_value:
         return None
     return text
+
+
+def event_switch(event: Any, field: str, problems: list[str]) -> bool | None:
+    """A switch of a Lambda event (``dry_run``, the doctor's ``deep``): a JSON boolean,
+    or None when absent or null (or the event is not an object). Any other value (the
+    string ``"false"`` is truthy to Python) is appended to ``problems``, naming the
+    field, rather than guessed at."""
+    if not isinstance(event, Mapping) or event.get(field) is None:
+        return None
+    value = event[field]
+    if isinstance(value, bool):
+        return value
+    shown = json.dumps(value, ensure_ascii=False, default=repr)
+    shown = shown if len(shown) <= 80 else f"{shown[:60]}..."
+    problems.append(f"event field {field} = {shown}: not a JSON boolean; expected true or false")
+    return None
 
 
 def is_fifo_queue(queue_url: str | None) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import anyio
 
+from .cells import cells, ljust, rjust
 from .summary import RunStats
 
 # A few redraws a second: smooth enough to read a rate, cheap enough to be free.
@@ -138,11 +139,11 @@ def summary_table(summary: dict[str, Any]) -> str:
     calls = summary.get("api_calls")
     if isinstance(calls, dict):
         rows.extend((f"api calls: {op}", f"{n:,}") for op, n in calls.items())
-    width = max(len(label) for label, _ in rows) if rows else 0
-    value_width = max(len(value) for _, value in rows) if rows else 0
+    width = max(cells(label) for label, _ in rows) if rows else 0
+    value_width = max(cells(value) for _, value in rows) if rows else 0
     rule = "-" * width + "  " + "-" * value_width
     lines = [rule]
-    lines.extend(f"{label:<{width}}  {value:>{value_width}}" for label, value in rows)
+    lines.extend(f"{ljust(label, width)}  {rjust(value, value_width)}" for label, value in rows)
     lines.append(rule)
     problems = summary.get("problems") or ()
     if problems:

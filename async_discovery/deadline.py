@@ -1,4 +1,5 @@
-"""The Lambda deadline (SPEC "Lambda deadline"), as a small clock the pipeline consults."""
+"""The Lambda deadline (SPEC "Lambda deadline"), as a small clock the pipeline consults;
+an interrupted CLI scan stops through it too (:meth:`Deadline.stop`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ class Deadline:
     def __init__(self, remaining: Callable[[], float] | None = None, margin: float = 2.0):
         self._remaining = remaining
         self.margin = margin
+        # Why the run was told to stop before its time (an interrupt), or None.
+        self.stopped_by: str | None = None
+
+    def stop(self, reason: str) -> None:
+        """Stop now, as if the deadline had passed (the CLI on SIGINT or SIGTERM); the
+        first ``reason`` given is kept."""
+        if self.stopped_by is None:
+            self.stopped_by = reason
 
     @classmethod
     def after(cls, seconds: float, margin: float = 2.0) -> Deadline:
@@ -32,6 +41,8 @@ class Deadline:
         return self._remaining() - self.margin
 
     def expired(self) -> bool:
-        """True once the remaining time has fallen below the margin."""
+        """True once the remaining time has fallen below the margin, or once stopped."""
+        if self.stopped_by is not None:
+            return True
         left = self.seconds_left()
         return left is not None and left <= 0

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import anyio
 from aiobotocore.session import get_session
 
+from .cells import ljust
 from .config import DEFAULT_STATE_KEY, Config
 from .logs import configure_logging
 from .runner import run_scan
@@ -121,19 +122,35 @@ def _verdict(key: str, explained: dict[str, dict[str, Any]]) -> tuple[str, str]:
     return str(doc["action"]), REASONS.get(reason, reason)
 
 
+KEY_CELLS = 44  # the key column of the verdict lines, in terminal cells
+
+
 def _verdict_lines(out: TextIO, explained: dict[str, dict[str, Any]], keys: list[str]) -> None:
+    """One line per key: the action, the key (padded in display cells, so a key with
+    wide or combining characters keeps the reasons aligned) and the reason."""
     for key in keys:
         action, reason = _verdict(key, explained)
-        out.write(f"  {action:6}  {key:44}  {reason}\n")
+        out.write(f"  {action:6}  {ljust(key, KEY_CELLS)}  {reason}\n")
 
 
 def _counts(summary: dict[str, Any]) -> str:
+    """The run's counts, each saying what it counts (they add up: the candidates are
+    queued or skipped; the ignored are the listed objects that are no candidate plus
+    the prefixes never listed)."""
     calls = summary.get("api_calls", {})
     wrote = "state written" if calls.get("PutObject") else "state not rewritten"
+    listed, candidates, ignored = summary["listed"], summary["candidates"], summary["ignored"]
+    unlisted = max(0, ignored - (listed - candidates))
+    batches = calls.get("SendMessageBatch", 0)
     return (
-        f"{summary['statusCode']}: queued {summary['queued']}, skipped {summary['skipped']}, "
-        f"ignored {summary['ignored']}, errors {summary['errors']}; "
-        f"{calls.get('SendMessageBatch', 0)} SendMessageBatch calls; {wrote}"
+        f"statusCode {summary['statusCode']}; listed {listed} objects (skipped folders and "
+        "deeper levels are never listed)\n"
+        f"     candidates {candidates}: queued {summary['queued']} (new or changed), "
+        f"skipped {summary['skipped']} (unchanged)\n"
+        f"     ignored {ignored}: {listed - candidates} listed objects that are not candidates, "
+        f"{unlisted} prefixes not listed (skipped folders, deeper levels)\n"
+        f"     errors {summary['errors']}; {batches} SendMessageBatch "
+        f"call{'' if batches == 1 else 's'}; {wrote}"
     )
 
 

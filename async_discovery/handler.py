@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from .config import Config
+from .config import Config, event_switch
 from .deadline import Deadline
 from .errors import ConfigError
 from .fanout import (
@@ -21,11 +21,14 @@ from .fanout import (
     event_items,
     event_kind,
     event_options,
+    failure_summary,
     layout_problem,
     run_plan,
+    sum_results,
     sum_summaries,
 )
-from .logs import configure_logging
+from .logs import configure_logging, emit_line
+from .metrics import SERVICE, failure_emf_record, fanout_emf_record
 from .runner import config_error_summary, run_scan
 from .stages.plan import Job
 
@@ -37,11 +40,15 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
 
     ``event`` may carry ``{"dry_run": true}`` (a JSON boolean; any other value is a
     configuration error); anything else in it is ignored (a scheduled EventBridge
-    event), except ``action`` (``doctor``: docs/doctor.md; ``plan`` and ``sum``) and the
-    fan-out's folder items (``{"Items": [{"folder": F}, …]}`` or ``{"folder": F}``: a
-    scan of exactly those folders), see :mod:`async_discovery.fanout`. The deadline
-    comes from ``context.get_remaining_time_in_millis()`` minus
-    ``DEADLINE_MARGIN_SECONDS``.
+    event), except ``action`` (``doctor``: docs/doctor.md; ``plan``, ``sum`` and
+    ``failed``) and the fan-out's items (``{"Items": [{"folder": F}, …]}`` or one item,
+    a folder or a key range of a split folder: a scan of exactly those), see
+    :mod:`async_discovery.fanout`. The deadline comes from
+    ``context.get_remaining_time_in_millis()`` minus ``DEADLINE_MARGIN_SECONDS``.
+
+    Every run writes one EMF record (``failed_runs``, ``truncated``, ... for alarms),
+    and so do a fan-out's sum and its failure record (:mod:`async_discovery.metrics`),
+    with the function's name as their ``Service``.
     """
     # INFO until LOG_LEVEL is validated with the rest, so a bad value can be logged.
     configure_logging("INFO")
@@ -50,8 +57,14 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
 
         return run_lambda(os.environ, event)
     kind = event_kind(event)
-    if kind == "sum":
-        return sum_summaries(event.get("summaries"))
+    service = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or SERVICE
+    if kind == "failed":
+        failed = failure_summary(event.get("failure"), event.get("items"))
+        log.error("fan-out failed", extra={"event": "fanout_failed", **failed})
+        emit_line(failure_emf_record("fanout", service=service))
+        return failed
+    if kind == "sum" and "results" not in event:
+        return _summed(sum_summaries(event.get("summaries")), service)
     problems: list[str] = []
     action = action_problem(event)
     if action is not None:
@@ -61,7 +74,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if kind == "items":
         items = event_items(event, problems)
         options = event_options(event)
-    dry_run = event_dry_run(options, problems)
+    dry_run = event_switch(options, "dry_run", problems)
     config: Config | None = None
     try:
         config = Config.from_env(os.environ, dry_run=dry_run or None)
@@ -74,28 +87,31 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if problems or config is None:
         error = ConfigError(problems)
         log.error("invalid configuration", extra={"event": "config_error", "problems": problems})
+        emit_line(failure_emf_record("config", service=service))
         return config_error_summary(error)
     configure_logging(config.log_level)
     if kind == "plan":
-        return anyio.run(run_plan, config)
+        planned = anyio.run(run_plan, config)
+        if planned["statusCode"] != 200:
+            emit_line(failure_emf_record("plan", service=service))
+        return planned
+    if kind == "sum":
+        summed = anyio.run(sum_results, config, event["results"], event.get("items"))
+        return _summed(summed, service)
     deadline = None
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if callable(remaining):
         deadline = Deadline(
             lambda: float(remaining()) / 1000.0, margin=config.deadline_margin_seconds
         )
-    return anyio.run(functools.partial(run_scan, config, deadline=deadline, items=items))
+    return anyio.run(
+        functools.partial(run_scan, config, deadline=deadline, service=service, items=items)
+    )
 
 
-def event_dry_run(event: Any, problems: list[str]) -> bool | None:
-    """The event's ``dry_run``: a JSON boolean, or None when absent (or the event is not
-    an object). Any other value (``"false"`` is truthy to Python) is appended to
-    ``problems`` rather than guessed at."""
-    if not isinstance(event, dict) or event.get("dry_run") is None:
-        return None
-    value = event["dry_run"]
-    if isinstance(value, bool):
-        return value
-    shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:60]}..."
-    problems.append(f"event field dry_run = {shown}: not a JSON boolean; expected true or false")
-    return None
+def _summed(summary: dict[str, Any], service: str) -> dict[str, Any]:
+    """Log a fan-out execution's sum and write its EMF record; return the sum."""
+    level = logging.ERROR if summary["statusCode"] == 500 else logging.INFO
+    log.log(level, "fan-out summed", extra={"event": "fanout_summary", **summary})
+    emit_line(fanout_emf_record(summary, service=service))
+    return summary

@@ -179,7 +179,7 @@ def doctor_probe_key(config: Config) -> str:
     shard: run objects live apart from the shards)."""
     if config.state_layout == "folders":
         return runs_key(config.state_prefix, config.prefix, "doctor-probe")
-    return probe_key(config.state_key)
+    return probe_key(config.state_object_key)
 
 
 def state_key_prefixes(config: Config) -> list[str]:
@@ -205,7 +205,7 @@ def build_policy(config: Config, *, region: str | None = None, doctor: bool = Fa
     folders = config.state_layout == "folders"
     # The state keys as IAM patterns: the one object, or under ``folders`` the shards'
     # and run objects' key prefixes (each then also the s3:prefix of a listing).
-    state_raw = state_key_prefixes(config) if folders else [config.state_key]
+    state_raw = state_key_prefixes(config) if folders else [config.state_object_key]
     state_keys = [_s3_escape(key) + ("*" if folders else "") for key in state_raw]
     statements: list[dict[str, Any]] = []
     # Listing: the scanned prefix (and the folders under it); in the same bucket, also

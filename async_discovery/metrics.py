@@ -1,13 +1,25 @@
-"""One CloudWatch Embedded Metric Format record per run (SPEC "Observability")."""
+"""CloudWatch Embedded Metric Format records (SPEC "Observability").
+
+One record per invocation: a run (:func:`emf_record`: a scan, or a fan-out child), a
+fan-out execution's sum (:func:`fanout_emf_record`), and a step that did not get as
+far as a run (:func:`failure_emf_record`: a configuration error, a failed plan, the
+record of a failed Map). A run that
+returns statusCode 500 is a normal return to Lambda (its ``Errors`` metric stays 0), so
+the record carries what an alarm needs as metrics: ``failed_runs`` (1 for a 500),
+``partial_runs`` (1 for a 207), ``truncated`` (1 when the deadline cut the run short) and
+``folder_errors``. ``deploy/template.yaml`` alarms on them.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from .summary import RunStats
+from .summary import FAILED, PARTIAL, RunStats
 
 NAMESPACE = "AsyncDiscovery"
+SERVICE = "async-discovery"
 _COUNTS = (
     "listed",
     "candidates",
@@ -17,28 +29,63 @@ _COUNTS = (
     "deferred",
     "pruned",
     "held_back",
+    "folder_errors",
     "state_objects_read",
     "state_objects_written",
     "state_objects_verified",
 )
+_UNITS = {"duration": "Milliseconds", "state_bytes": "Bytes"}
+
+
+def outcome_metrics(status: int, truncated: bool) -> dict[str, float]:
+    """What an alarm reads: a failed run (500), a partial one (207), a truncated one."""
+    return {
+        "failed_runs": float(status == FAILED),
+        "partial_runs": float(status == PARTIAL),
+        "truncated": float(bool(truncated)),
+    }
 
 
 def emf_record(
-    stats: RunStats, seconds: float, *, status: int, service: str = "async-discovery"
+    stats: RunStats, seconds: float, *, status: int, service: str = SERVICE
 ) -> dict[str, Any]:
-    """The EMF document: counters, ignored total, API calls by operation, duration."""
+    """The run's EMF document: counters, ignored total, outcome, API calls by operation,
+    duration. ``statusCode`` also stays a property, for Logs Insights."""
     values: dict[str, float] = {name: float(getattr(stats, name)) for name in _COUNTS}
     values["ignored"] = float(sum(stats.ignored.values()))
+    values.update(outcome_metrics(status, stats.truncated))
     values["duration"] = round(seconds * 1000.0, 3)
     values["state_bytes"] = float(stats.state_bytes)
-    units = {"duration": "Milliseconds", "state_bytes": "Bytes"}
-    metrics: list[dict[str, str]] = [
-        {"Name": name, "Unit": units.get(name, "Count")} for name in values
-    ]
     for op, n in sorted(stats.api_calls.items()):
-        name = f"api_calls.{op}"
-        values[name] = float(n)
-        metrics.append({"Name": name, "Unit": "Count"})
+        values[f"api_calls.{op}"] = float(n)
+    return _document(values, service, {"statusCode": status})
+
+
+def fanout_emf_record(summary: Mapping[str, Any], *, service: str = SERVICE) -> dict[str, Any]:
+    """A fan-out execution's EMF document, from its sum: ``failed_runs`` (1 when the sum
+    itself failed: statusCode 500), ``fanout.truncated`` (1 when any child was cut short:
+    the pass did not finish in this execution), ``fanout.children`` and
+    ``fanout.failed_children``. The children's own records carry the file counts, so
+    none are repeated here."""
+    status = int(summary.get("statusCode", FAILED))
+    values = {
+        "failed_runs": float(status == FAILED),
+        "fanout.truncated": float(summary.get("truncated") is True),
+        "fanout.children": float(_number(summary.get("children"))),
+        "fanout.failed_children": float(_number(summary.get("failed_children"))),
+    }
+    return _document(values, service, {"statusCode": status, "step": "sum"})
+
+
+def failure_emf_record(step: str, *, service: str = SERVICE) -> dict[str, Any]:
+    """``failed_runs`` = 1 for an invocation that failed before any run: ``step`` is
+    ``config`` (a configuration error), ``plan`` or ``fanout`` (the Map failed). Only
+    that metric: a ``truncated`` of 0 here would read as a finished pass."""
+    return _document({"failed_runs": 1.0}, service, {"statusCode": FAILED, "step": step})
+
+
+def _document(values: dict[str, float], service: str, properties: dict[str, Any]) -> dict[str, Any]:
+    metrics = [{"Name": name, "Unit": _UNITS.get(name, "Count")} for name in values]
     return {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
@@ -47,7 +94,10 @@ def emf_record(
             ],
         },
         "Service": service,
-        "statusCode": status,
-        "truncated": stats.truncated,
+        **properties,
         **values,
     }
+
+
+def _number(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

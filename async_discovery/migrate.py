@@ -4,7 +4,7 @@ SPEC "State layout `folders`": the migration converts between the layouts of the
 ``S3_STATE_KEY`` without losing an entry, is idempotent, leaves the source object(s) in
 place and refuses to overwrite a target that differs unless ``--force``.
 
-- ``--to folders``: the single object (:func:`~.layout.single_key`) is read; its
+- ``--to folders``: the single object (:attr:`.Config.state_object_key`) is read; its
   entries of the configured prefix ``P`` that sit in a folder (``P + F + "/" + N``,
   skipped folders included, so none is lost) are grouped by folder and each group is
   written as folder ``F``'s shard (version 2) with ``If-None-Match: *``; a group of more
@@ -49,7 +49,6 @@ from .layout import (
     runs_key,
     shard_key,
     shards_prefix,
-    single_key,
 )
 from .messages import iso_utc
 from .ports import StateObjects, StateStore
@@ -288,7 +287,7 @@ class Migration:
     async def to_folders(self, report: Report) -> None:
         """Each folder's entries of the single object into that folder's shard."""
         cfg = self.config
-        source = self.objects.store(single_key(cfg.state_key))
+        source = self.objects.store(cfg.state_object_key)
         report.source = source.name
         single, _ = await self._load(source, STATE_VERSION)
         if single is None:
@@ -371,7 +370,7 @@ class Migration:
         cursor = self.objects.store(runs_key(self.state_prefix, self.prefix, "cursor.json"))
         if (await cursor.load())[0] is not None:
             report.notes.append(CURSOR_NOTE)
-        target = self.objects.store(single_key(cfg.state_key))
+        target = self.objects.store(cfg.state_object_key)
         single, etag = await self._load(target, STATE_VERSION)
         if single is None:
             single = State(source_bucket=cfg.source_bucket)
@@ -436,7 +435,7 @@ async def migrate(
 async def run_migrate(config: Config, *, to: Target, dry_run: bool, force: bool) -> Report:
     """:func:`migrate` on clients opened for ``config`` (closed on return)."""
     async with open_clients(config) as clients:
-        objects = S3StateObjects(clients.s3, config.state_bucket, config.state_max_bytes)
+        objects = S3StateObjects.of(clients.s3, config)
         return await migrate(config, objects, to=to, dry_run=dry_run, force=force)
 
 

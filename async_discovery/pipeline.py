@@ -15,6 +15,7 @@ imports an AWS library.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -26,11 +27,13 @@ from .config import Config
 from .deadline import Deadline
 from .discovery import Verdict, classify
 from .errors import DiscoveryError, ListingError, StateError
+from .messages import MAX_BATCH
 from .ports import Lister, Sender, StateObjects, StateStore
 from .stages.batching import Batch, Decider
 from .stages.commit import folders_cursor, open_unit, remaining, run_changes, write_state
 from .stages.context import RunContext
 from .stages.decide import Explain, Tally
+from .stages.dispatch import Dispatcher
 from .stages.listing import Listers
 from .stages.plan import FirstRun, Job, Plan, make_plan
 from .stages.runs import RunObjects, item_parts
@@ -179,36 +182,33 @@ class Scanner:
         """List, decide and send, each stage its own task, joined by bounded streams.
 
         Buffers: ``queue_size`` classified pages between the listers and the decider;
-        for a standard queue one lane of ``workers`` batches (an idle sender always finds
-        one ready); for FIFO one lane per sender with room for one batch, a message
-        group always on the same lane (its order kept, groups in parallel). With shards,
-        settled folders go to ``list_concurrency`` committers; a folder that finds them
-        all busy is written at the end instead.
+        decided batches in a :class:`~.stages.dispatch.Dispatcher`: for a standard
+        queue up to ``workers`` of them (an idle sender always finds one ready), for
+        FIFO up to ``queue_size`` pages' worth, queued per message group (a group's
+        order kept, groups in parallel, the decider never waiting on one group; the
+        bound is explained there). With shards, settled folders go to
+        ``list_concurrency`` committers; a folder that finds them all busy is written
+        at the end instead.
         """
         ctx, cfg = self.ctx, self.ctx.config
         fifo = cfg.is_fifo
-        lanes = [
-            anyio.create_memory_object_stream[Batch](1 if fifo else cfg.workers)
-            for _ in range(cfg.workers if fifo else 1)
-        ]
+        limit = cfg.queue_size * math.ceil(cfg.list_page_size / MAX_BATCH) if fifo else cfg.workers
         pages_in, pages_out = anyio.create_memory_object_stream[Page](cfg.queue_size)
         settled_in, settled_out = anyio.create_memory_object_stream[Unit](cfg.list_concurrency)
         listers = Listers(ctx, self.lister, plan)
         if shards is not None:
             listers.shards, listers.settled = shards, _offer(settled_in, shards)
-        async with anyio.create_task_group() as outer:
-            async with settled_out:
-                for _ in range(cfg.list_concurrency if shards is not None else 0):
-                    outer.start_soon(_committer, shards, settled_out.clone())
-            async with settled_in, anyio.create_task_group() as tg:
-                tg.start_soon(listers.run, pages_in)
-                tg.start_soon(Decider(ctx, [s for s, _ in lanes], fifo=fifo).run, pages_out)
-                for _, batches in lanes:
-                    async with batches:
-                        if self.sender is None:
-                            continue  # dry run: nothing is ever batched
-                        for _ in range(cfg.workers // len(lanes)):
-                            tg.start_soon(run_sender, ctx, self.sender, batches.clone())
+        with Dispatcher[Batch](limit, ordered=fifo) as batches:
+            async with anyio.create_task_group() as outer:
+                async with settled_out:
+                    for _ in range(cfg.list_concurrency if shards is not None else 0):
+                        outer.start_soon(_committer, shards, settled_out.clone())
+                async with settled_in, anyio.create_task_group() as tg:
+                    tg.start_soon(listers.run, pages_in)
+                    tg.start_soon(Decider(ctx, batches, fifo=fifo).run, pages_out)
+                    if (sender := self.sender) is not None:  # dry run: nothing is batched
+                        for _ in range(cfg.workers):
+                            tg.start_soon(run_sender, ctx, sender, batches, batches.receiver())
 
     def _prunable(self, files: Iterable[str]) -> set[str]:
         """State keys this run may prune: only keys that would be its candidates (not

@@ -14,12 +14,12 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from .aws import S3Lister, S3StateObjects, S3StateStore, SqsSender, open_clients
+from .aws import S3Lister, S3StateObjects, SqsSender, open_clients
 from .config import Config
 from .deadline import Deadline
 from .errors import ConfigError, DiscoveryError
 from .logs import emit_line
-from .metrics import emf_record
+from .metrics import SERVICE, emf_record
 from .pipeline import Explain, Scanner
 from .stages.plan import Job
 from .summary import RunStats, build_summary
@@ -35,9 +35,13 @@ async def run_scan(
     stats: RunStats | None = None,
     metrics_stream: TextIO | None = None,
     emit_metrics: bool = True,
+    service: str = SERVICE,
     items: list[Job] | None = None,
 ) -> dict[str, Any]:
-    """One complete run: returns the summary dict (statusCode 200, 207 or 500);
+    """One complete run: returns the summary dict (statusCode 200, 207 or 500).
+
+    ``service``: the EMF record's ``Service`` dimension (the Lambda handler passes the
+    function's name, so that two deployments in one account keep their metrics apart);
     ``items``: the fan-out items to scan exactly (see :class:`~.pipeline.Scanner`)."""
     started = time.perf_counter()
     stats = stats if stats is not None else RunStats()
@@ -47,17 +51,13 @@ async def run_scan(
             sender = None
             if not config.dry_run and config.queue_url:
                 sender = SqsSender(clients.sqs, config.queue_url)
-            objects = None
-            if config.state_layout == "folders":
-                objects = S3StateObjects(clients.s3, config.state_bucket, config.state_max_bytes)
+            state = S3StateObjects.of(clients.s3, config)
             scanner = Scanner(
                 config,
                 S3Lister(clients.s3, config.source_bucket, page_size=config.list_page_size),
-                S3StateStore(
-                    clients.s3, config.state_bucket, config.state_key, config.state_max_bytes
-                ),
+                state.store(config.state_object_key),
                 sender,
-                objects=objects,
+                objects=state if config.state_layout == "folders" else None,
                 stats=stats,
                 deadline=deadline,
                 explain=explain,
@@ -71,12 +71,32 @@ async def run_scan(
         # a cancellation or KeyboardInterrupt is no Exception and propagates).
         error = unexpected_error(exc)
         log.exception("scan failed unexpectedly", extra={"event": "scan_crash", "error": error})
+    if error is None:
+        _notice_empty_listing(config, stats)
     seconds = time.perf_counter() - started
     summary = build_summary(stats, seconds, error=error, dry_run=config.dry_run)
     log.info("scan finished", extra={"event": "scan_summary", **summary})
     if emit_metrics:
-        emit_line(emf_record(stats, seconds, status=summary["statusCode"]), metrics_stream)
+        record = emf_record(stats, seconds, status=summary["statusCode"], service=service)
+        emit_line(record, metrics_stream)
     return summary
+
+
+def _notice_empty_listing(config: Config, stats: RunStats) -> None:
+    """A complete run that found no object at all under the prefix (a misspelt
+    ``S3_PREFIX``, the wrong bucket, folders that do not exist) succeeds doing nothing:
+    say so in the log and in the summary's ``notices``, without failing the run (a
+    prefix whose files are consumed and deleted is empty between arrivals)."""
+    if stats.truncated or stats.folder_errors or stats.listed or sum(stats.ignored.values()):
+        return
+    where = f"s3://{config.source_bucket}/{config.prefix}"
+    if config.folders is not None:
+        names = ", ".join(sorted(config.folders))
+        notice = f"nothing listed in the folders {names} of {where}: check the folder names"
+    else:
+        notice = f"nothing listed under {where}: check S3_PREFIX and S3_SOURCE_BUCKET"
+    stats.notices.append(notice)
+    log.warning(notice, extra={"event": "empty_listing", "bucket": config.source_bucket})
 
 
 def unexpected_error(exc: BaseException) -> str:

@@ -122,6 +122,17 @@ def folder_names(text: str) -> frozenset[str]:
     return frozenset(n for n in names if n)
 
 
+def some_folders(text: str) -> frozenset[str]:
+    """Comma-separated folder names (``--folders``), at least one: a list naming none
+    would scan nothing and say nothing."""
+    names = folder_names(text)
+    if not names:
+        raise Invalid(
+            f"names no folder ({text!r})", "one or more comma-separated folder names such as 'a,b'"
+        )
+    return names
+
+
 def http_url(text: str) -> str:
     """An http(s) endpoint URL."""
     url = text.strip()
@@ -312,7 +323,10 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--state-key",
         parse=object_key,
         default=DEFAULT_STATE_KEY,
-        help="key of the state object",
+        help="key of the state object; one value names both layouts' keys: `s/` and "
+        "`s.json` both mean the object `s.json` (`single`) and the state prefix `s/` "
+        "(`folders`)",
+        see="[state-layout.md](state-layout.md#what-s3_state_key-names)",
     ),
     Setting(
         field="skip_folders",
@@ -347,8 +361,9 @@ SETTINGS: tuple[Setting, ...] = (
         field="folders",
         env=None,
         flag="--folders",
-        parse=folder_names,
+        parse=some_folders,
         default=None,
+        blank_is_value=True,
         shown_default="every folder",
         help="scan exactly these folders of the prefix (comma-separated; `STATE_LAYOUT=folders`"
         " only): one child of a fan-out",
@@ -444,7 +459,8 @@ SETTINGS: tuple[Setting, ...] = (
         parse=whole(1),
         default=16,
         section="tuning",
-        help="senders: `SendMessageBatch` calls in flight at once (FIFO: one lane each)",
+        help="senders: `SendMessageBatch` calls in flight at once (FIFO: one message group "
+        "each at a time)",
     ),
     Setting(
         field="queue_size",
@@ -452,7 +468,8 @@ SETTINGS: tuple[Setting, ...] = (
         parse=whole(1),
         default=8,
         section="tuning",
-        help="classified listing pages buffered between the listers and the decider",
+        help="classified listing pages buffered between the listers and the decider (FIFO: "
+        "also the messages waiting for a sender, in pages' worth)",
     ),
     # Smaller pages make the deadline checks (and so resume cursors) finer-grained, at
     # more requests per key.

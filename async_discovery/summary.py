@@ -41,6 +41,9 @@ class RunStats:
     state_objects_deleted: int = 0  # shards of vanished folders, a finished cursor
     # Messages for a 207: what failed without failing the run (e.g. an unreadable shard).
     warnings: list[str] = dataclasses.field(default_factory=list)
+    # What an operator should look at although nothing failed (the summary's
+    # ``notices``; the statusCode stays 200), e.g. a prefix under which nothing was listed.
+    notices: list[str] = dataclasses.field(default_factory=list)
     state_write_attempts: int = 0
 
     def count_ignored(self, verdict: Verdict, n: int = 1) -> None:
@@ -98,4 +101,6 @@ def build_summary(
         )
     if error is not None:
         summary["error"] = error
+    if stats.notices:
+        summary["notices"] = list(stats.notices)
     return summary

@@ -3,6 +3,8 @@
 
     python scripts/build_lambda.py --arch x86_64 --python 3.11
     # -> dist/async-discovery-lambda-x86_64.zip   (handler: async_discovery.handler.lambda_handler)
+    python scripts/build_lambda.py --arch arm64 --output dist/async-discovery-lambda.zip
+    # -> the path deploy/template.yaml's CodeUri names (sam deploy uploads it)
 
 What it does, in order:
 
@@ -211,8 +213,10 @@ def build(
     constraints: Path,
     full_botocore: bool = False,
     compile_pyc: bool | None = None,
+    output: Path | None = None,
 ) -> Path:
-    """Build ``<out_dir>/async-discovery-lambda-<arch>.zip``; return its path."""
+    """Build ``<out_dir>/async-discovery-lambda-<arch>.zip`` (or ``output``); return its
+    path."""
     started = time.perf_counter()
     work = build_dir / f"lambda-{arch}-py{python}"
     wheel = build_wheel(work)
@@ -231,7 +235,7 @@ def build(
         raise SystemExit(f"--compile needs python{python} to run this script (this is {host})")
     if compile_pyc:
         compile_bytecode(target)
-    out = out_dir / f"async-discovery-lambda-{arch}.zip"
+    out = output or out_dir / f"async-discovery-lambda-{arch}.zip"
     write_zip(target, out)
     report = {
         "zip": str(out),
@@ -248,7 +252,7 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``--arch``, ``--python``, ``--out-dir``, ``--build-dir``."""
+    """Command line: ``--arch``, ``--python``, ``--out-dir``, ``--output``, ``--build-dir``."""
     parser = argparse.ArgumentParser(
         prog="build_lambda.py",
         description="Build dist/async-discovery-lambda-<arch>.zip for the AWS Lambda "
@@ -259,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         "--python", choices=PYTHONS, default="3.11", help="Lambda runtime (python3.X)"
     )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "dist", help="default: dist/")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="the zip's path instead of <out-dir>/async-discovery-lambda-<arch>.zip "
+        "(deploy/template.yaml's CodeUri is dist/async-discovery-lambda.zip)",
+    )
     parser.add_argument("--build-dir", type=Path, default=ROOT / "build", help="default: build/")
     parser.add_argument(
         "--constraints",
@@ -286,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         constraints=args.constraints.resolve(),
         full_botocore=args.full_botocore,
         compile_pyc=args.compile,
+        output=args.output.resolve() if args.output else None,
     )
     sys.stdout.write(f"{out}\n")
     return 0

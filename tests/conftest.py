@@ -1,5 +1,8 @@
 """Fixtures: a real moto server over HTTP on a free loopback port, and helpers around it.
 
+The server runs in a process of its own (``async-discovery moto-server``: moto with
+the bench's queue-counter patch, whose SQS sends and receives do not slow down as a
+queue fills), so its CPU runs beside the tests' instead of taking turns with them.
 Setup and inspection use boto3 (synchronous, straight to moto); the code under test uses
 aiobotocore, possibly through the fault proxy. Every test gets its own bucket and queue,
 so tests never see each other's data and the session-wide server is shared safely.
@@ -14,7 +17,7 @@ from contextlib import ExitStack
 import pytest
 
 from async_discovery.testing.fault_proxy import FaultProxy, ThreadedFaultProxy
-from async_discovery.testing.moto_server import threaded_moto_server, use_fake_credentials
+from async_discovery.testing.moto_server import moto_server_process, use_fake_credentials
 
 from .helpers import SCANNER_VARIABLES, MotoEnv
 from .seaweedfs import SeaweedFSUnavailable, seaweedfs_server
@@ -22,7 +25,8 @@ from .seaweedfs import SeaweedFSUnavailable, seaweedfs_server
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """URL of a moto server started for this test session on 127.0.0.1."""
+    """URL of a moto server started for this test session on 127.0.0.1, in its own
+    process (tests/test_state_machine.py starts an in-process one for Step Functions)."""
     saved = dict(os.environ)
     use_fake_credentials()
     # A developer's AWS_ENDPOINT_URL or profile must not leak into the tests.
@@ -32,7 +36,7 @@ def moto_endpoint() -> Iterator[str]:
     os.environ["AWS_CONFIG_FILE"] = os.devnull
     os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
     try:
-        with threaded_moto_server() as url:
+        with moto_server_process(module="async_discovery.bench.moto_main") as (url, _pid):
             yield url
     finally:
         os.environ.clear()

@@ -94,7 +94,8 @@ class MemoryStore:
 
 class MemorySender:
     """Accepts every message after ``delay`` seconds (or what ``hook`` decides), and
-    records each batch, the order of keys per folder, and the peak of sends in flight."""
+    records each batch, the order of keys per folder, and the peaks of sends and of
+    folders (message groups) in flight."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
@@ -103,6 +104,7 @@ class MemorySender:
         self.peak_in_flight = 0
         self.in_flight_by_group: dict[str, int] = {}
         self.peak_in_flight_per_group = 0
+        self.peak_groups_in_flight = 0
         self.hook: Callable[[Sequence[Outgoing]], Awaitable[None]] | None = None
 
     async def send_batch(self, batch: Sequence[Outgoing]) -> BatchResult:
@@ -114,6 +116,8 @@ class MemorySender:
             n = self.in_flight_by_group.get(group, 0) + 1
             self.in_flight_by_group[group] = n
             self.peak_in_flight_per_group = max(self.peak_in_flight_per_group, n)
+        busy = sum(1 for n in self.in_flight_by_group.values() if n > 0)
+        self.peak_groups_in_flight = max(self.peak_groups_in_flight, busy)
         try:
             if self.hook is not None:
                 await self.hook(batch)

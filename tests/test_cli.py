@@ -173,6 +173,26 @@ def test_no_progress_when_stderr_is_not_a_terminal(scan_env: dict[str, str]) -> 
     assert json.loads(proc.stdout)["statusCode"] == 200
 
 
+def test_table_on_a_terminal_keeps_logs_quiet_unless_a_level_is_asked(
+    scan_env: dict[str, str],
+) -> None:
+    """``--output table`` with a person at the terminal: no JSON log line and no metrics
+    record above the table; ``--log-level`` (or LOG_LEVEL) brings them back."""
+    code, out, terminal = _run_with_terminal_stderr(["scan", "--output", "table"], scan_env)
+    assert code == 0, terminal
+    assert re.search(r"^queued\s+2$", out, re.M), out
+    assert "{" not in terminal, terminal  # neither log lines nor the EMF record
+    assert "scan: listed 3" in terminal  # the progress line stays
+    code, out, terminal = _run_with_terminal_stderr(
+        ["scan", "--output", "table", "--log-level", "INFO"], scan_env
+    )
+    assert code == 0, terminal
+    lines = terminal.replace("\r\x1b[K", "\n").replace("\r\n", "\n").splitlines()
+    docs = [json.loads(line) for line in lines if line.startswith("{")]
+    assert any(d.get("event") == "scan_summary" for d in docs)
+    assert any("_aws" in d for d in docs)
+
+
 # -- logging, version, help -------------------------------------------------------------
 
 
@@ -235,6 +255,7 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         "plan",
         "sum",
         "state",
+        "moto-server",
     }
     for name in subs:
         with pytest.raises(SystemExit) as info:

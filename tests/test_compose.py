@@ -140,6 +140,7 @@ def test_dockerfile_matches_the_documented_build() -> None:
     assert {".git", "tests", "dist", "build"} <= set(ignored)
 
 
+@pytest.mark.slow  # the compose services' commands as subprocesses
 def test_compose_commands_run_against_moto(
     compose: dict[str, Any], env: MotoEnv, tmp_path: Path
 ) -> None:

@@ -223,6 +223,33 @@ def test_lambda_event_runs_the_doctor(
     assert "SQS_QUEUE_URL" in result["checks"][0]["found"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("send_test_message", "false"), ("deep", "false"), ("deep", 0), ("send_test_message", 1)],
+)
+def test_lambda_event_switches_must_be_json_booleans(
+    env: MotoEnv,
+    scanned: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    field: str,
+    value: Any,
+) -> None:
+    for name, setting in {
+        "S3_SOURCE_BUCKET": scanned["bucket"],
+        "S3_PREFIX": "incoming",
+        "SQS_QUEUE_URL": scanned["queue_url"],
+        "AWS_ENDPOINT_URL": env.endpoint,
+    }.items():
+        monkeypatch.setenv(name, setting)
+    result = lambda_handler({"action": "doctor", field: value}, None)
+    assert (result["statusCode"], result["ok"]) == (500, False)
+    [finding] = result["checks"]  # nothing else ran: no deep listing, no test message
+    assert finding["check"] == "configuration" and finding["status"] == "fail"
+    shown = json.dumps(value)
+    assert f"event field {field} = {shown}: not a JSON boolean" in finding["found"]
+    assert waiting(env, scanned["queue_url"]) == scanned["waiting"]
+
+
 # -- through the fault proxy -------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,7 +188,7 @@ def test_demo_without_the_demo_extra_says_how_to_install_it() -> None:
     (line,) = proc.stderr.splitlines()
     assert line == (
         "async-discovery demo: needs the demo extra (moto is not installed); "
-        "install it with: pip install 'async-discovery[demo]'"
+        "install it with: pip install -c constraints.txt -e '.[demo]' (from a checkout)"
     )
 
 
@@ -202,5 +203,20 @@ def test_bench_without_the_demo_extra_says_how_to_install_it(
     assert out == ""
     assert err.strip() == (
         "async-discovery bench: needs the demo extra (moto is not installed); "
-        "install it with: pip install 'async-discovery[demo]'"
+        "install it with: pip install -c constraints.txt -e '.[demo]' (from a checkout)"
     )
+
+
+def test_bench_profile_without_pyinstrument_is_one_line_up_front(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``bench --profile`` checks for pyinstrument before starting anything: one line on
+    stderr, exit 1, no profile directory made."""
+    monkeypatch.setitem(sys.modules, "pyinstrument", None)
+    profiles = tmp_path / "profiles"
+    assert main(["bench", "--files", "10", "--profile", str(profiles)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("async-discovery bench: --profile needs pyinstrument")
+    assert not profiles.exists()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from async_discovery.cli import main
-from async_discovery.fanout import sum_summaries
+from async_discovery.fanout import RESULTS_NAME, sum_summaries
 from async_discovery.handler import lambda_handler
 from async_discovery.layout import runs_key, shard_key, shards_prefix
 
@@ -253,6 +253,151 @@ def test_sum_event_through_the_handler() -> None:
     assert (total["statusCode"], total["queued"], total["children"]) == (200, 6, 3)
 
 
+# -- the sum of a map run's ResultWriter output, read from S3 ----------------------------
+
+MAP_RUN = "6dbfba93-bcff-410b-9b5c-abf41ae9eddb"
+RESULTS = runs_key(STATE_PREFIX, "incoming/", RESULTS_NAME) + "/" + MAP_RUN
+MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:scanner-fanout"
+
+
+def _record(folders: list[str], status: str = "SUCCEEDED", **extra: Any) -> dict[str, Any]:
+    """One child execution as the ResultWriter writes it (Transformation NONE): input
+    and output as JSON strings, with the execution's metadata."""
+    name = f"{abs(hash(tuple(folders))):x}"
+    record: dict[str, Any] = {
+        "ExecutionArn": f"{MACHINE.replace('stateMachine', 'execution')}/ScanFolders:{name}",
+        "Input": json.dumps(
+            {"Items": [{"folder": f} for f in folders], "BatchInput": {"dry_run": False}}
+        ),
+        "InputDetails": {"Included": True},
+        "Name": name,
+        "RedriveCount": 0,
+        "RedriveStatus": "NOT_REDRIVABLE",
+        "StartDate": "2026-11-30T10:00:00.000Z",
+        "StateMachineArn": f"{MACHINE}/ScanFolders",
+        "Status": status,
+        "StopDate": "2026-11-30T10:00:07.000Z",
+    }
+    record.update(extra)
+    return record
+
+
+def _succeeded(folders: list[str], queued: int, **extra: Any) -> dict[str, Any]:
+    output = json.dumps(_child(200, queued, **extra))
+    return _record(folders, Output=output, OutputDetails={"Included": True})
+
+
+def write_results(
+    env: MotoEnv, bucket: str, files: dict[str, list[dict[str, Any]]], *, lines: bool = False
+) -> dict[str, str]:
+    """Write a map run's results as Step Functions does: ``<status>_<n>.json`` files
+    (a JSON array; ``lines``: JSON Lines) and ``manifest.json`` listing them by status.
+    Returns the ``ResultWriterDetails`` the Map outputs."""
+    listed: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+    for status, records in files.items():
+        key = f"{RESULTS}/{status}_0.json"
+        body = (
+            "\n".join(json.dumps(r) for r in records) if lines else json.dumps(records)
+        ).encode()
+        env.s3.put_object(Bucket=bucket, Key=key, Body=body)
+        listed[status].append({"Key": key, "Size": len(body)})
+    manifest = {
+        "DestinationBucket": bucket,
+        "MapRunArn": f"{MACHINE.replace('stateMachine', 'mapRun')}/ScanFolders:{MAP_RUN}",
+        "ResultFiles": listed,
+    }
+    key = f"{RESULTS}/manifest.json"
+    env.s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(manifest).encode())
+    return {"Bucket": bucket, "Key": key}
+
+
+def test_sum_reads_the_result_writer_manifest_and_its_files(
+    env: MotoEnv, bucket: str, fan_env: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A map run's results in S3: the children that succeeded are added up, a failed
+    child execution is a failed child (with its Error and Cause), every planned item is
+    accounted for; the sum's EMF record follows."""
+    location = write_results(
+        env,
+        bucket,
+        {
+            "SUCCEEDED": [_succeeded(["a", "b"], 4), _succeeded(["c"], 3, truncated=True)],
+            "FAILED": [
+                _record(["d", "e"], "FAILED", Error="Lambda.Unknown", Cause="out of memory")
+            ],
+        },
+    )
+    event = {"action": "sum", "results": location, "items": 5}
+    total = lambda_handler(event, Context())
+    assert (total["statusCode"], total["queued"], total["children"]) == (207, 7, 3), total
+    assert (total["failed_children"], total["items"], total["truncated"]) == (1, 5, True)
+    assert total["error"] == (
+        "1 of 3 children did not return 200: child (folders d, e): execution FAILED "
+        "(Lambda.Unknown: out of memory)"
+    )
+    assert total["results"] == {"bucket": bucket, "key": location["Key"]}
+    assert total["sum_api_calls"] == {"GetObject": 3}
+    records = [json.loads(x) for x in capfd.readouterr().err.splitlines() if '"_aws"' in x]
+    assert [(r["step"], r["fanout.truncated"], r["fanout.failed_children"]) for r in records] == [
+        ("sum", 1.0, 1.0)
+    ]
+
+
+def test_sum_of_json_lines_results_with_every_child_clean_is_200(
+    env: MotoEnv, bucket: str, fan_env: dict[str, str]
+) -> None:
+    location = write_results(
+        env, bucket, {"SUCCEEDED": [_succeeded(["a"], 2), _succeeded(["b", ODD], 4)]}, lines=True
+    )
+    total = lambda_handler({"action": "sum", "results": location, "items": 3}, Context())
+    assert (total["statusCode"], total["queued"], total["children"]) == (200, 6, 2), total
+    assert "error" not in total
+
+
+def test_sum_says_when_planned_items_have_no_result(
+    env: MotoEnv, bucket: str, fan_env: dict[str, str]
+) -> None:
+    """A manifest that accounts for fewer items than the plan had (a child never run,
+    a result lost) is never a clean run."""
+    location = write_results(env, bucket, {"SUCCEEDED": [_succeeded(["a"], 2)]})
+    total = lambda_handler({"action": "sum", "results": location, "items": 4}, Context())
+    assert total["statusCode"] == 207
+    assert (
+        total["error"]
+        == "3 of 4 planned items have no child result (not run, or lost before the sum)"
+    )
+
+
+def test_sum_of_results_that_cannot_be_read_is_a_500_naming_them(
+    env: MotoEnv, bucket: str, fan_env: dict[str, str]
+) -> None:
+    missing = {"Bucket": bucket, "Key": f"{RESULTS}/manifest.json"}
+    total = lambda_handler({"action": "sum", "results": missing}, Context())
+    assert total["statusCode"] == 500 and missing["Key"] in total["error"]
+    env.s3.put_object(Bucket=bucket, Key=missing["Key"], Body=b"{not json")
+    total = lambda_handler({"action": "sum", "results": missing}, Context())
+    assert total["statusCode"] == 500 and "is not JSON" in total["error"]
+    location = write_results(env, bucket, {"SUCCEEDED": [_succeeded(["a"], 2)]})
+    env.s3.delete_object(Bucket=bucket, Key=f"{RESULTS}/SUCCEEDED_0.json")
+    total = lambda_handler({"action": "sum", "results": location}, Context())
+    assert total["statusCode"] == 500 and "SUCCEEDED_0.json" in total["error"]
+    refused = lambda_handler({"action": "sum", "results": "s3://x/y"}, Context())
+    assert refused["statusCode"] == 500 and "ResultWriterDetails" in refused["error"]
+
+
+def test_failure_record_is_a_500_with_the_maps_error(capfd: pytest.CaptureFixture[str]) -> None:
+    failure = {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "2 of 10 failed"}
+    record = lambda_handler({"action": "failed", "failure": failure, "items": 10}, Context())
+    assert record["statusCode"] == 500 and record["items"] == 10
+    assert record["error"] == (
+        "fan-out failed: States.ExceedToleratedFailureThreshold: 2 of 10 failed"
+    )
+    err = capfd.readouterr().err
+    metrics = [json.loads(x) for x in err.splitlines() if '"_aws"' in x]
+    assert [(m["step"], m["failed_runs"]) for m in metrics] == [("fanout", 1.0)]
+    assert "fanout.truncated" not in metrics[0]  # a 0 here would read as a finished pass
+
+
 def test_cli_plan_scan_folders_and_sum(
     env: MotoEnv,
     bucket: str,
@@ -290,6 +435,64 @@ def test_cli_sum_exit_status_follows_the_children(
     path.write_text("{not json", encoding="utf-8")
     assert main(["sum", str(path)]) == 1
     assert "children.json" in capsys.readouterr().err
+
+
+DEEP = 100_000  # far past Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[" * DEEP + "]" * DEEP, "nested too deep"),
+        ('{"a": ' * DEEP + "1" + "}" * DEEP, "nested too deep"),
+        ('{"statusCode": 200, "execution_time_seconds": NaN}', "NaN"),
+        ('{"statusCode": 200, "execution_time_seconds": Infinity}', "Infinity"),
+        ('[{"statusCode": 200, "execution_time_seconds": -Infinity}]', "-Infinity"),
+        ('{"statusCode": 200, "execution_time_seconds": 1e400}', "out of range"),
+    ],
+    ids=["deep-array", "deep-object", "nan", "infinity", "minus-infinity", "1e400"],
+)
+def test_cli_sum_bad_input_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, said: str
+) -> None:
+    path = tmp_path / "children.json"
+    path.write_text(text, encoding="utf-8")
+    assert main(["sum", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith(f"async-discovery sum: {path}: ")
+    assert said in err
+
+
+def test_cli_sum_total_out_of_range_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "children.json"
+    path.write_text(json.dumps([_child(200, 1, execution_time_seconds=1e308)] * 2))
+    assert main(["sum", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "cannot be written as JSON" in err
+
+
+def test_sum_event_with_non_finite_or_deep_values_stays_json() -> None:
+    # The Lambda runtime's json reads NaN and Infinity; the sum never returns them.
+    deep: Any = []
+    for _ in range(5_000):
+        deep = [deep]
+    total = lambda_handler(
+        {
+            "action": "sum",
+            "summaries": [
+                _child(200, 1, execution_time_seconds=float("nan")),
+                _child(200, 1, execution_time_seconds=float("inf")),
+                deep,
+            ],
+        },
+        Context(),
+    )
+    json.dumps(total, allow_nan=False)
+    assert (total["statusCode"], total["queued"], total["failed_children"]) == (207, 2, 1)
+    assert total["execution_time_seconds"] == 0.0 and "not a summary" in total["error"]
 
 
 def test_cli_plan_needs_the_folders_layout(

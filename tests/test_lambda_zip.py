@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import venv
@@ -67,8 +68,8 @@ def lambda_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
             HOST_ARCH,
             "--python",
             PYTHON,
-            "--out-dir",
-            str(work / "dist"),
+            "--output",
+            str(work / "dist" / "async-discovery-lambda.zip"),
             "--build-dir",
             str(work / "build"),
         ],
@@ -78,7 +79,7 @@ def lambda_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = Path(proc.stdout.strip().splitlines()[-1])
-    assert out.name == f"async-discovery-lambda-{HOST_ARCH}.zip"
+    assert out == work / "dist" / "async-discovery-lambda.zip"  # the template's CodeUri
     return out
 
 
@@ -137,6 +138,8 @@ def test_zip_layout(lambda_zip: Path) -> None:
     assert any(n.startswith("botocore/data/s3/") for n in names)
     assert any(n.startswith("botocore/data/sqs/") for n in names)
     assert not any(n.startswith("botocore/data/ec2/") for n in names)
+    # The licence travels with the package (the wheel's dist-info/licenses).
+    assert any(re.fullmatch(r"async_discovery-[^/]+\.dist-info/licenses/LICENSE", n) for n in names)
     # Lambda's limit for a directly uploaded zip is 50 MB.
     assert lambda_zip.stat().st_size < 50 * 1024 * 1024
 

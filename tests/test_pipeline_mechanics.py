@@ -88,6 +88,54 @@ async def test_fifo_keeps_listing_order_per_group_and_sends_groups_in_parallel()
     assert sender.peak_in_flight >= 2  # groups do
 
 
+async def test_fifo_never_waits_on_one_group() -> None:
+    """Twelve folders of three pages, five batches a page: at least eight message groups
+    are in flight at once (the decider hands a group's batches over without waiting
+    for its sends), a group never has two batches in flight, and each group's keys go
+    out in listing order across its pages."""
+    keys = [f"in/{f:02d}/{i:03d}.csv" for f in range(12) for i in range(150)]
+    sender = MemorySender(delay=0.01)
+    cfg = config(queue_url=QUEUE + ".fifo", workers=16, list_concurrency=8)
+    error, stats = await run(cfg, MemoryLister(keys, page_size=50), MemoryStore(), sender)
+    assert error is None and stats.queued == len(keys)
+    assert sender.peak_groups_in_flight >= 8
+    assert sender.peak_in_flight_per_group == 1
+    for f in range(12):
+        in_group = [k for k in sender.sent if k.startswith(f"in/{f:02d}/")]
+        assert in_group == [k for k in keys if k.startswith(f"in/{f:02d}/")]
+
+
+async def test_fifo_listing_waits_for_slow_senders() -> None:
+    """Backpressure on a FIFO queue: with SQS stalled, the listing stops after a bounded
+    number of pages (the page stream, QUEUE_SIZE pages' worth of batches waiting by
+    group, the batches in flight), not the bucket; then every group in order."""
+    keys = [f"in/{f:02d}/{i:03d}.csv" for f in range(10) for i in range(100)]
+    lister = MemoryLister(keys, page_size=10)  # a page is one batch
+    release = anyio.Event()
+    sender = MemorySender()
+
+    async def stalled(batch: Sequence[Outgoing]) -> None:
+        await release.wait()
+
+    sender.hook = stalled
+    cfg = config(
+        queue_url=QUEUE + ".fifo", workers=2, queue_size=3, list_concurrency=2, list_page_size=10
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, cfg, lister, MemoryStore(), sender)
+        await anyio.sleep(0.2)
+        held = lister.pages_yielded
+        release.set()
+    # In flight (workers), waiting by group (queue_size x 1 batch a page), one being
+    # put by the decider, queue_size in the page stream, and per lister one being sent
+    # and one in its listing: 15, of 100.
+    assert held <= cfg.workers + 2 * cfg.queue_size + 1 + 2 * cfg.list_concurrency
+    assert len(sender.sent) == 1000
+    for f in range(10):
+        in_group = [k for k in sender.sent if k.startswith(f"in/{f:02d}/")]
+        assert in_group == [k for k in keys if k.startswith(f"in/{f:02d}/")]
+
+
 async def test_listing_waits_for_slow_senders() -> None:
     """Backpressure: with SQS stalled, the listing stops after a bounded number of pages
     (the page stream, the lane's buffer and the batches in flight), not the bucket."""

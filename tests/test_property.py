@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -146,6 +147,7 @@ class World:
             assert summary["statusCode"] in (200, 207, 500), summary
 
 
+@pytest.mark.slow  # a soak: 15 random sequences of runs under faults
 @settings(
     max_examples=15,
     deadline=None,

@@ -15,7 +15,7 @@ from async_discovery.config import Config, parse_initial_scan
 from async_discovery.errors import ConfigError
 from async_discovery.layout import runs_key, shard_key, shard_name, state_prefix
 from async_discovery.summary import RunStats
-from async_discovery.testing.fault_proxy import FaultProxy
+from async_discovery.testing.fault_proxy import FaultProxy, Hold
 
 from .helpers import MotoEnv, scan
 from .operator_support import candidate_budget
@@ -215,6 +215,26 @@ async def test_truncated_runs_cover_every_folder_through_the_cursor_object(
     assert Counter(b["key"] for b in env.bodies(queue_url)) == Counter(keys)
     assert env.state(bucket, cursor_key) is None  # the finished pass removed it
     assert sorted((shard(env, bucket, "big") or {})["files"]) == [k for k in keys if "/big/" in k]
+
+
+async def test_a_run_cut_short_writes_the_shards_it_holds_together(
+    env: MotoEnv, bucket: str, queue_url: str, proxy: FaultProxy
+) -> None:
+    """The shards of the folders a truncated run was listing are written at once (up to
+    LIST_CONCURRENCY), not one round trip after another out of the deadline's margin: a
+    barrier lets no shard write through until a second one has arrived."""
+    seed(env, bucket, {f: 30 for f in "abcd"})
+    config = folders_config(
+        env, bucket, queue_url, list_page_size=5, list_concurrency=4, endpoint_url=proxy.url
+    )
+    barrier = proxy.inject(
+        Hold(2, timeout=5), "PutObject", when=lambda r: (r.key or "").startswith(SP + "folders/")
+    )
+    stats = RunStats()
+    summary = await scan(config, stats=stats, deadline=candidate_budget(stats, 40))
+    assert summary["statusCode"] == 200 and summary["truncated"] is True
+    assert summary["state_objects_written"] >= 2
+    assert not barrier.timed_out
 
 
 # -- the first-run policy, fixed by the prefix's first run ---------------------------------

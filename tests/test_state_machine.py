@@ -1,18 +1,26 @@
 """The shipped Step Functions definition (deploy/statemachine/fanout.asl.json), executed.
 
 moto's Step Functions backend runs a definition with its ASL interpreter when its
-``execute_state_machine`` option is on. The session's moto server runs in this process,
-so the option is switched on for the test, and the interpreter's Lambda invocations are
-answered by the real :func:`async_discovery.handler.lambda_handler`, called in-process
-(moto's Lambda would need Docker). S3 and SQS (the function's, and the Map's
-``ItemReader``) are a second moto server in its own process, so that its CPU is not
-taken from the children.
+``execute_state_machine`` option is on. A moto server started in this process serves
+Step Functions, so the option is switched on for the test, and the interpreter's Lambda
+invocations are answered by the real :func:`async_discovery.handler.lambda_handler`,
+called in-process (moto's Lambda would need Docker). S3 and SQS (the function's, and
+the Map's ``ItemReader`` and ``ResultWriter``) are a moto server in its own process,
+so that its CPU is not taken from the children.
 
 moto 5.2.5's ASL grammar has no ``ItemBatcher``, so the definition runs with the batcher
 left out: each child gets one ``{"folder": F}`` item, a shape the handler takes too (the
-batch shape is tested through the handler in tests/test_fanout.py). Its grammar also
-takes ``ToleratedFailurePercentage`` only written with a fraction (``0.0``), and does not
-evaluate it (a failed child fails the Map, as 0 does).
+batch shape, and a dry run passed as ``BatchInput``, are tested through the handler in
+tests/test_fanout.py).
+
+moto's ``ResultWriter`` writes the manifest (``manifest.json``, where Step Functions
+writes it) but no result file: its ``ResultFiles`` lists are empty. The shipped
+definition runs as it is here (:func:`test_shipped_definition_sums_the_manifest_moto_writes`:
+the sum reads moto's manifest and says that no child result is in it); the end-to-end
+runs that check the summed counts use :func:`definition` with ``results="inline"``, the
+Map's output passed to the sum as ``summaries`` (the form the CLI's ``sum`` takes). The
+sum of a manifest with its result files, as Step Functions writes them, is tested
+against moto's S3 in tests/test_fanout.py.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
+from async_discovery.fanout import RESULTS_NAME
 from async_discovery.handler import lambda_handler
 from async_discovery.layout import runs_key, shard_key, shards_prefix
 
@@ -43,24 +52,39 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/async-discovery-fanout"
 STATE_PREFIX = "state/processed_files/"
 
 
-def definition(max_concurrency: int = 4, batch_size: int = 10) -> dict[str, Any]:
+RESULTS_PREFIX = runs_key(STATE_PREFIX, "incoming/", RESULTS_NAME)
+
+
+def definition(
+    state_bucket: str,
+    *,
+    max_concurrency: int = 4,
+    batch_size: int = 10,
+    tolerated: int = 0,
+    results: str = "s3",
+) -> dict[str, Any]:
     """The shipped definition with its template substitutions filled in, and without
-    the ``ItemBatcher`` moto's grammar lacks."""
+    the ``ItemBatcher`` moto's grammar lacks. ``results="inline"``: the Map's output
+    (the children's summaries) goes to the sum instead of the ResultWriter manifest,
+    of which moto writes no result file."""
     text = DEFINITION.read_text(encoding="utf-8")
     for name, value in {
         "FunctionArn": FUNCTION_ARN,
         "MaxConcurrency": str(max_concurrency),
         "BatchSize": str(batch_size),
+        "ToleratedFailurePercentage": str(tolerated),
+        "StateBucket": state_bucket,
+        "ResultsPrefix": RESULTS_PREFIX,
     }.items():
         text = text.replace("${" + name + "}", value)
     doc: dict[str, Any] = json.loads(text)
     mapped = doc["States"]["Scan folders"]
     del mapped["ItemBatcher"]
-    # moto's grammar takes a percentage only as a JSON number with a fraction ("0.0"),
-    # never as an integer; it does not evaluate it either (any failed child fails the
-    # Map, which is what 0 means).
-    assert mapped["ToleratedFailurePercentage"] == 0
-    mapped["ToleratedFailurePercentage"] = 0.0
+    if results == "inline":
+        del mapped["ResultWriter"]
+        payload = doc["States"]["Sum"]["Parameters"]["Payload"]
+        assert payload.pop("results.$") == "$.mapped.ResultWriterDetails"
+        payload["summaries.$"] = "$.mapped"
     return doc
 
 
@@ -81,6 +105,8 @@ class InProcessLambda:
         self.running = 0
         self.peak = 0
         self._lock = threading.Lock()
+        # Set: the plan step's answer names this plan object instead of the one written.
+        self.plan_key: str | None = None
 
     def invoke(self, **params: Any) -> dict[str, Any]:
         payload = params.get("Payload") or b"{}"
@@ -91,6 +117,8 @@ class InProcessLambda:
             self.peak = max(self.peak, self.running)
         try:
             result = lambda_handler(event, _Context())
+            if event.get("action") == "plan" and self.plan_key is not None:
+                result["key"] = self.plan_key
         finally:
             with self._lock:
                 self.running -= 1
@@ -103,11 +131,19 @@ class InProcessLambda:
 
 
 @pytest.fixture(scope="module")
+def sfn_endpoint(moto_endpoint: str) -> Iterator[str]:
+    """Step Functions: a moto server in this process, the one whose interpreter the
+    test can switch on and reach. S3 and SQS for the function are ``store_endpoint``."""
+    from async_discovery.testing.moto_server import threaded_moto_server
+
+    with threaded_moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def store_endpoint(moto_endpoint: str) -> Iterator[str]:
-    """S3 and SQS for the function: a moto server in a process of its own (the bench's,
-    whose sends do not slow down as the queue fills), so that its CPU is not taken from
-    the children, which run in this process. Step Functions stays on the session's
-    server, the one whose interpreter this process can reach."""
+    """S3 and SQS for the function: a moto server of this module's own (the session's
+    kind, in its own process), empty of the other tests' buckets and queues."""
     from async_discovery.testing.moto_server import moto_server_process
 
     with moto_server_process(module="async_discovery.bench.moto_main") as (url, _pid):
@@ -153,8 +189,8 @@ def executing_step_functions(endpoint: str) -> Iterator[InProcessLambda]:
 
 
 @pytest.fixture
-def sfn(moto_endpoint: str) -> Any:
-    return boto3.client("stepfunctions", endpoint_url=moto_endpoint, region_name="us-east-1")
+def sfn(sfn_endpoint: str) -> Any:
+    return boto3.client("stepfunctions", endpoint_url=sfn_endpoint, region_name="us-east-1")
 
 
 @pytest.fixture
@@ -186,10 +222,12 @@ def fanout_env(
     return values
 
 
-def execute(sfn: Any, machine_arn: str, timeout: float = 120.0) -> dict[str, Any]:
+def execute(
+    sfn: Any, machine_arn: str, timeout: float = 120.0, given: str = "{}"
+) -> dict[str, Any]:
     """Start an execution and wait for its end; the description with the output parsed."""
     name = f"run-{time.monotonic_ns()}"  # moto names an unnamed execution "None"
-    arn = sfn.start_execution(stateMachineArn=machine_arn, name=name, input="{}")["executionArn"]
+    arn = sfn.start_execution(stateMachineArn=machine_arn, name=name, input=given)["executionArn"]
     until = time.monotonic() + timeout
     while True:
         desc: dict[str, Any] = sfn.describe_execution(executionArn=arn)
@@ -226,7 +264,7 @@ def test_plan_map_sum_runs_end_to_end(
     keys = [f"incoming/{f}/{n}.csv" for f in ("a", "b", "c") for n in (1, 2)]
     store.put_many(bucket, [*keys, "incoming/logs/x.csv", "incoming/top.csv"])
     with executing_step_functions(store.endpoint) as function:
-        machine = create_machine(sfn, definition())
+        machine = create_machine(sfn, definition(bucket, results="inline"))
         desc = execute(sfn, machine)
     assert desc["status"] == "SUCCEEDED", desc
     result = desc["result"]
@@ -234,6 +272,10 @@ def test_plan_map_sum_runs_end_to_end(
     assert (result["queued"], result["children"], result["failed_children"]) == (6, 3, 0)
     assert function.kinds() == Counter({"plan": 1, "item": 3, "sum": 1})
     assert sorted(e["folder"] for e in function.events if "folder" in e) == ["a", "b", "c"]
+    # The execution's input, with its defaults: not a dry run.
+    assert [e for e in function.events if e.get("action") == "plan"] == [
+        {"action": "plan", "dry_run": False}
+    ]
     plan = store.s3.get_object(Bucket=bucket, Key=runs_key(STATE_PREFIX, "incoming/", "plan.json"))
     assert json.loads(plan["Body"].read()) == [{"folder": "a"}, {"folder": "b"}, {"folder": "c"}]
     assert sorted(b["key"] for b in store.bodies(queue_url)) == sorted(keys)
@@ -295,7 +337,7 @@ def test_fanout_over_200_folders_sends_each_file_once_and_writes_each_shard_once
     seeded = time.perf_counter() - seeding
     etags = {k: v["ETag"].strip('"') for k, v in _heads(store, bucket).items()}
     with executing_step_functions(store.endpoint) as function:
-        machine = create_machine(sfn, definition())
+        machine = create_machine(sfn, definition(bucket, results="inline"))
         started = time.perf_counter()
         first = execute(sfn, machine, timeout=600)
         timings = [time.perf_counter() - started]
@@ -361,8 +403,85 @@ def test_failed_plan_ends_the_execution_in_plan_failed(
     store.put(bucket, "incoming/a/1.csv")
     monkeypatch.setenv("STATE_LAYOUT", "single")
     with executing_step_functions(store.endpoint) as function:
-        desc = execute(sfn, create_machine(sfn, definition()))
+        desc = execute(sfn, create_machine(sfn, definition(bucket)))
     assert desc["status"] == "FAILED", desc
     assert desc.get("error") == "PlanFailed", desc
     assert function.kinds() == Counter({"plan": 1})
     assert store.bodies(queue_url) == []
+
+
+def test_shipped_definition_sums_the_manifest_moto_writes(
+    store: MotoEnv, bucket: str, queue_url: str, fanout_env: dict[str, str], sfn: Any
+) -> None:
+    """The definition as shipped (less ``ItemBatcher``): the Map writes its results
+    with ``ResultWriter`` under the results prefix, the sum reads that manifest from S3.
+    moto's manifest lists no result file, so the sum finds no result for the 3 planned
+    items and says so (207), never a clean 200; the children did their work."""
+    store.put_many(bucket, [f"incoming/{f}/1.csv" for f in ("a", "b", "c")])
+    with executing_step_functions(store.endpoint) as function:
+        desc = execute(sfn, create_machine(sfn, definition(bucket)), given='{"dry_run": false}')
+    assert desc["status"] == "SUCCEEDED", desc
+    (summed,) = [e for e in function.events if e.get("action") == "sum"]
+    location = summed["results"]
+    assert location["Bucket"] == bucket and summed["items"] == 3
+    assert location["Key"].startswith(RESULTS_PREFIX + "/")
+    assert location["Key"].endswith("/manifest.json")
+    manifest = json.loads(store.s3.get_object(**location)["Body"].read())
+    # If moto starts writing result files, the sum of real ones can be checked here.
+    assert manifest["ResultFiles"] == {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+    result = desc["result"]
+    assert (result["statusCode"], result["children"], result["items"]) == (207, 0, 3)
+    assert "3 of 3 planned items have no child result" in result["error"]
+    assert len(store.bodies(queue_url)) == 3
+
+
+def test_failed_map_is_recorded_then_fails_the_execution(
+    store: MotoEnv,
+    bucket: str,
+    queue_url: str,
+    fanout_env: dict[str, str],
+    sfn: Any,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A Map that fails (here its ItemReader: the plan names an object that is not
+    there) is caught: the function is invoked with the failure, logs it and writes
+    failed_runs = 1 to its metrics, then the execution fails as ScanFailed; no sum.
+
+    (moto neither evaluates ``ToleratedFailurePercentage`` nor fails a Distributed Map
+    whose child failed: a child's failure cannot be what fails the Map here.)"""
+    store.put_many(bucket, [f"incoming/{f}/1.csv" for f in ("a", "b")])
+    with executing_step_functions(store.endpoint) as function:
+        function.plan_key = runs_key(STATE_PREFIX, "incoming/", "no-such-plan.json")
+        desc = execute(sfn, create_machine(sfn, definition(bucket)))
+    assert desc["status"] == "FAILED", desc
+    assert desc.get("error") == "ScanFailed", desc
+    assert function.kinds() == Counter({"plan": 1, "failed": 1})
+    (recorded,) = [e for e in function.events if e.get("action") == "failed"]
+    assert recorded["items"] == 2 and recorded["failure"]["Error"], recorded
+    lines = [json.loads(x) for x in capfd.readouterr().err.splitlines() if x.startswith("{")]
+    failures = [x for x in lines if x.get("event") == "fanout_failed"]
+    assert len(failures) == 1 and failures[0]["error"].startswith("fan-out failed: ")
+    assert recorded["failure"]["Error"] in failures[0]["error"]
+    metrics = [x for x in lines if "_aws" in x and x.get("step") == "fanout"]
+    assert [m["failed_runs"] for m in metrics] == [1.0]
+    assert store.bodies(queue_url) == []
+
+
+def test_an_execution_started_as_a_dry_run_plans_as_one(
+    store: MotoEnv, bucket: str, queue_url: str, fanout_env: dict[str, str], sfn: Any
+) -> None:
+    """``{"dry_run": true}`` as the execution's input reaches the plan (and, through
+    ``ItemBatcher``'s ``BatchInput``, every child: see tests/test_fanout.py); the
+    children moto runs without a batcher get only their item."""
+    store.put(bucket, "incoming/a/1.csv")
+    with executing_step_functions(store.endpoint) as function:
+        desc = execute(
+            sfn,
+            create_machine(sfn, definition(bucket, results="inline")),
+            given='{"dry_run": true}',
+        )
+    assert desc["status"] == "SUCCEEDED", desc
+    assert {"action": "plan", "dry_run": True} in function.events
+    shipped = json.loads(DEFINITION.read_text(encoding="utf-8"))
+    batcher = shipped["States"]["Scan folders"]["ItemBatcher"]
+    assert batcher["BatchInput"] == {"dry_run.$": "$.dry_run"}

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -82,11 +81,9 @@ class Recorder:
 
 @pytest.fixture
 def https_moto(moto_endpoint: str, tmp_path: Path) -> Iterator[tuple[str, Path, Recorder]]:
-    """moto over HTTPS on a free 127.0.0.1 port: (URL, CA bundle, request recorder).
-
-    moto's backends are per process, so it serves the same buckets and queues as the
-    session's HTTP server (``moto_endpoint``, which also sets the fake credentials).
-    """
+    """moto over HTTPS on a free 127.0.0.1 port, in this process: (URL, CA bundle,
+    request recorder). Its backends are this process's, not those of the session's
+    server (``moto_endpoint``, asked for the fake credentials it sets)."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
@@ -104,14 +101,12 @@ def https_moto(moto_endpoint: str, tmp_path: Path) -> Iterator[tuple[str, Path, 
 
 
 async def test_state_write_over_https(
-    https_moto: tuple[str, Path, Recorder],
-    env: MotoEnv,
-    bucket: str,
-    queue_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+    https_moto: tuple[str, Path, Recorder], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, ca_bundle, recorder = https_moto
     monkeypatch.setenv("AWS_CA_BUNDLE", str(ca_bundle))  # botocore's own trust setting
+    env = MotoEnv(url)  # setup and inspection over the same HTTPS endpoint
+    bucket, queue_url = env.new_bucket(), env.new_queue()
     keys = [f"incoming/f{i}/file {i}.csv" for i in range(3)]
     etags = {key: env.put(bucket, key, f"{key}\n") for key in keys}
 
@@ -119,10 +114,8 @@ async def test_state_write_over_https(
     assert (summary["statusCode"], summary["queued"]) == (200, 3)
 
     # Read back over the same HTTPS endpoint, verified against the same CA bundle.
-    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", verify=str(ca_bundle))
-
     def state_etags() -> dict[str, str]:
-        body = s3.get_object(Bucket=bucket, Key="state/processed_files.json")["Body"].read()
+        body = env.s3.get_object(Bucket=bucket, Key="state/processed_files.json")["Body"].read()
         files = json.loads(body)["files"]
         assert all(entry["status"] == "queued" for entry in files.values())
         return {key: entry["etag"] for key, entry in files.items()}

@@ -1,7 +1,11 @@
-"""Client construction: one aiobotocore session per run, one pool sized to the work.
+"""Client construction: one aiobotocore session per run over the process's parsed
+models, one pool sized to the work.
 
 Clients are opened per run with ``async with`` (a Lambda handler that calls
 ``anyio.run`` per invocation must not reuse a client bound to a closed event loop).
+The botocore data loader, which parses and caches the service models, is kept for the
+life of the process (:func:`process_loader`), so a warm invocation does not parse them
+again.
 Retries, timeouts, endpoint resolution (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``,
 ``AWS_ENDPOINT_URL_SQS``) and credentials are botocore's own; we only set them.
 """
@@ -9,6 +13,7 @@ Retries, timeouts, endpoint resolution (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -53,12 +58,28 @@ def client_config(config: Config) -> AioConfig:
     )
 
 
+@functools.cache
+def process_loader() -> Any:
+    """The botocore data loader every run of this process shares (a ``Loader``).
+
+    A new session's loader parses the S3 and SQS models, endpoint rules and partitions
+    again: ~0.1 s of CPU on every warm Lambda invocation (docs/performance.md). The
+    loader holds plain data bound to no event loop, so it is safe to share. The session
+    is not shared: it caches the credentials, and botocore's refreshable credentials
+    hold an ``asyncio.Lock`` that binds to the event loop of their first contended
+    refresh, so a session reused across ``anyio.run`` calls can fail a later refresh
+    ("bound to a different event loop").
+    """
+    return get_session().get_component("data_loader")
+
+
 @asynccontextmanager
 async def open_clients(
     config: Config, api_calls: Counter[str] | None = None
 ) -> AsyncIterator[AwsClients]:
     """Open S3 and SQS clients for one run; count API calls by operation if asked."""
     session = get_session()
+    session.register_component("data_loader", process_loader())
     # botocore parses every LastModified of a listing with dateutil (~0.3 ms each: most
     # of the client CPU of a listing); S3's ISO 8601 timestamps take a C call instead.
     session.get_component("response_parser_factory").set_parser_defaults(

@@ -15,6 +15,7 @@ clock with this machine's.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -22,12 +23,21 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from botocore.exceptions import (
+    ClientError,
+    CredentialRetrievalError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    SSOError,
+    TokenRetrievalError,
+)
+
 from ..config import Config
 from ..errors import DiscoveryError
 from ..ports import StateSink
 from .clients import AwsClients, open_clients
 from .errors import AWS_ERRORS, describe, error_code, http_status
-from .s3 import S3StateStore
+from .s3 import S3StateObjects
 
 _DENIED = frozenset(
     {"AccessDenied", "AccessDeniedException", "AWS.SimpleQueueService.AccessDenied"}
@@ -36,6 +46,34 @@ _MISSING = frozenset(
     {"NoSuchBucket", "NoSuchKey", "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"}
 )
 _REFUSED = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+# The answers to a request whose credentials the service does not accept: an unknown
+# access key (S3: InvalidAccessKeyId; SQS and other query/JSON services:
+# InvalidClientTokenId, UnrecognizedClientException), a wrong secret, an expired or
+# malformed session token.
+_CREDENTIALS = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidToken",
+    }
+)
+# botocore finding no usable credentials before any request is sent.
+_NO_CREDENTIALS = (
+    NoCredentialsError,
+    PartialCredentialsError,
+    CredentialRetrievalError,
+    TokenRetrievalError,
+    SSOError,
+)
+# A query-protocol XML error body that a JSON-protocol client could not parse (moto
+# answers an SQS JSON request refused for its credentials so): botocore then reports
+# the HTTP status as the code and the raw body as the message.
+_RAW_CODE = re.compile(r"<Code>([^<]+)</Code>")
 
 
 class ProbeError(DiscoveryError):
@@ -74,6 +112,24 @@ def access_denied(exc: BaseException) -> bool:
             return seen.denied
         code = error_code(seen)
         if code in _DENIED or (code == "" and http_status(seen) == 403):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def credentials_refused(exc: BaseException) -> bool:
+    """True when ``exc``, or an error it was raised from, says the credentials were
+    refused (unknown key, wrong secret, expired token) or none were found: every other
+    call fails the same way, whatever the permissions."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _NO_CREDENTIALS):
+            return True
+        code = error_code(seen)
+        if code.isdigit() and isinstance(seen, ClientError):
+            raw = _RAW_CODE.search(str(seen.response.get("Error", {}).get("Message", "")))
+            code = raw.group(1) if raw else code
+        if code in _CREDENTIALS:
             return True
         seen = seen.__cause__
     return False
@@ -209,8 +265,8 @@ class Probe:
         ``sink``, read as a scan reads it (:meth:`S3StateStore.load_into`: its errors, its
         403-then-list rule)."""
         config = self.config
-        key = config.state_key if key is None else key
-        store = S3StateStore(self.s3, config.state_bucket, key, config.state_max_bytes)
+        key = config.state_object_key if key is None else key
+        store = S3StateObjects.of(self.s3, config).store(key)
         return await store.load_into(sink)
 
     async def put(

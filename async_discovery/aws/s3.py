@@ -16,6 +16,8 @@ from .errors import AWS_ERRORS, describe, error_code, http_status
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
+    from ..config import Config
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -80,11 +82,14 @@ class _Collector:
 class S3StateStore:
     """The state object: read with its ETag, written with ``If-Match``/``If-None-Match``."""
 
-    def __init__(self, client: S3Client, bucket: str, key: str, max_bytes: int) -> None:
+    def __init__(
+        self, client: S3Client, bucket: str, key: str, max_bytes: int, *, role: str = "state bucket"
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.key = key
         self.max_bytes = max_bytes
+        self.role = role  # how a missing bucket is named: Config.state_bucket_role
 
     @property
     def name(self) -> str:
@@ -161,7 +166,7 @@ class S3StateStore:
         if code in ("NoSuchKey", "404") or (code == "" and http_status(exc) == 404):
             return
         if code == "NoSuchBucket":
-            raise StorageError(f"state bucket {self.bucket!r} does not exist") from exc
+            raise StorageError(f"{self.role} {self.bucket!r} does not exist") from exc
         if code == "AccessDenied" or (code == "" and http_status(exc) == 403):
             # S3 hides a missing key behind 403 from a caller who may not list the
             # bucket, so on the first run a least-privilege role sees this. A 403 is
@@ -226,7 +231,7 @@ class S3StateStore:
                 # Deleted since we read it: also a conflict, resolved by reloading.
                 raise StateConflict(f"{self.name} was deleted since it was read") from exc
             if code == "NoSuchBucket":
-                raise StorageError(f"state bucket {self.bucket!r} does not exist") from exc
+                raise StorageError(f"{self.role} {self.bucket!r} does not exist") from exc
             raise StorageError(f"writing state {self.name} failed: {describe(exc)}") from exc
         return str(resp.get("ETag", ""))
 
@@ -245,14 +250,24 @@ class S3StateObjects:
     """The state objects under one key prefix (``STATE_LAYOUT=folders``): a store per
     key, the keys under a prefix, and deletion (pruned shards, a finished cursor)."""
 
-    def __init__(self, client: S3Client, bucket: str, max_bytes: int) -> None:
+    def __init__(
+        self, client: S3Client, bucket: str, max_bytes: int, *, role: str = "state bucket"
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.max_bytes = max_bytes
+        self.role = role
+
+    @classmethod
+    def of(cls, client: S3Client, config: Config) -> S3StateObjects:
+        """The state objects of ``config``'s state bucket."""
+        return cls(
+            client, config.state_bucket, config.state_max_bytes, role=config.state_bucket_role
+        )
 
     def store(self, key: str) -> S3StateStore:
         """The conditional store of one object."""
-        return S3StateStore(self.client, self.bucket, key, self.max_bytes)
+        return S3StateStore(self.client, self.bucket, key, self.max_bytes, role=self.role)
 
     async def keys(self, prefix: str) -> list[str]:
         """The object keys directly under ``prefix`` (``Delimiter=/``: no deeper keys)."""

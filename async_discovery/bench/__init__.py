@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import platform
@@ -73,6 +74,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.fanout and args.state_layout != "folders":
         sys.stderr.write("async-discovery bench: --fanout needs --state-layout folders\n")
         return 2
+    if args.profile and not _importable("pyinstrument"):
+        sys.stderr.write(
+            "async-discovery bench: --profile needs pyinstrument, which is not installed "
+            "(pip install pyinstrument, or the dev extra)\n"
+        )
+        return 1
     use_fake_credentials()
     defaults = Config(source_bucket="x-bench", state_bucket="x-bench")
     tuning = {
@@ -163,6 +170,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"end {doc['setup']['machine']['load_avg_end']}\n"
     )
     return 0
+
+
+def _importable(module: str) -> bool:
+    """True when ``module`` imports (checked before any server or child starts)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _profile_dir(path: str | None) -> str | None:

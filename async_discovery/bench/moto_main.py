@@ -1,17 +1,21 @@
-"""``python -m async_discovery.bench.moto_main -H 127.0.0.1 -p PORT``: the bench's moto.
+"""``python -m async_discovery.bench.moto_main -H 127.0.0.1 -p PORT``: the bench's moto,
+also ``async-discovery moto-server`` (the Quick start's and the tests' server).
 
 Stock moto 5.2 recomputes a queue's three ``ApproximateNumberOfMessages*`` counters on
 every ``SendMessage``/``SendMessageBatch`` entry (``Queue.attributes`` is built to read
 ``ContentBasedDeduplication``): three list comprehensions with two clock reads per stored
 message, so each send costs O(messages already in the queue) and a cold run into an
 undrained queue slows down quadratically whatever the client does (measured: ~0.6 s per
-10-entry batch at a depth of ~3,000, ~20 ms at ~100).
+10-entry batch at a depth of ~3,000, ~20 ms at ~100). ``ReceiveMessage`` does the same
+for every message it returns (it reads ``MessageRetentionPeriod`` through
+``get_queue_attributes``, which builds every attribute three times), so draining a
+queue of n messages costs O(n²).
 
-This module applies ONE bench-only patch in the moto server process, then runs moto's
-own ``main``: while a send is being handled, the three counters read as 0 instead of
-being computed (nothing on the send path uses them). ``GetQueueAttributes`` and every
-other call still compute them exactly. The same server serves the scanner and both
-references, so the ratios stay honest. Nothing here is imported by the scanner.
+This module applies ONE patch in the moto server process, then runs moto's own
+``main``: while a send or a receive is being handled, the three counters read as 0
+instead of being computed (nothing on those paths uses them). ``GetQueueAttributes``
+and every other call still compute them exactly. The same server serves the scanner and
+both references, so the ratios stay honest. Nothing here is imported by the scanner.
 """
 
 from __future__ import annotations
@@ -31,27 +35,31 @@ _COUNTERS = (
 
 def _lazy(original: Callable[[Any], int]) -> property:
     def counter(self: Any) -> int:
-        return 0 if getattr(_LOCAL, "sending", False) else original(self)
+        return 0 if getattr(_LOCAL, "lazy", False) else original(self)
 
     return property(counter)
 
 
+def _without_counters(original: Callable[..., Any]) -> Callable[..., Any]:
+    def handle(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _LOCAL.lazy = True
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _LOCAL.lazy = False
+
+    return handle
+
+
 def apply_patch() -> None:
-    """Make moto's queue counters free on the send path (see the module docstring)."""
+    """Make moto's queue counters free on the send and receive paths (see the module
+    docstring)."""
     from moto.sqs import models
 
     for name in _COUNTERS:
         setattr(models.Queue, name, _lazy(getattr(models.Queue, name).fget))
-    original_send = models.SQSBackend.send_message
-
-    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
-        _LOCAL.sending = True
-        try:
-            return original_send(self, *args, **kwargs)
-        finally:
-            _LOCAL.sending = False
-
-    models.SQSBackend.send_message = send_message  # type: ignore[method-assign]
+    for name in ("send_message", "receive_message"):
+        setattr(models.SQSBackend, name, _without_counters(getattr(models.SQSBackend, name)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,11 +25,11 @@ from typing import Any
 import anyio
 
 from ..aws.probe import open_probe
-from ..config import Config
+from ..config import Config, event_switch
 from ..errors import ConfigError
 from ..iam import build_policy
 from . import queue, storage
-from .findings import Context, Finding, failed, hint, permissions, report
+from .findings import Context, Finding, failed, permissions, report
 
 __all__ = ["Finding", "diagnose", "failed", "report", "run_cli", "run_lambda"]
 
@@ -65,7 +65,7 @@ async def diagnose(
                 findings.append(await check(ctx))
             except Exception as exc:  # a bug or an answer nothing expected: still report
                 found = f"unexpected error: {type(exc).__name__}: {exc}"
-                findings.append(Finding(name, "fail", found, hint(exc)))
+                findings.append(ctx.broken(name, exc, found))
         findings.append(storage.clock(ctx))
         findings.append(permissions(ctx))
     return findings
@@ -75,7 +75,7 @@ def _summary(config: Config) -> str:
     if config.state_layout == "folders":
         where = f"shards s3://{config.state_bucket}/{config.state_prefix} (STATE_LAYOUT=folders)"
     else:
-        where = f"s3://{config.state_bucket}/{config.state_key}"
+        where = f"s3://{config.state_bucket}/{config.state_object_key}"
     return f"s3://{config.source_bucket}/{config.prefix} -> {config.queue_url}, state {where}"
 
 
@@ -94,13 +94,17 @@ def run_cli(
 
 def run_lambda(env: Mapping[str, str], event: dict[str, Any]) -> dict[str, Any]:
     """The Lambda event ``{"action": "doctor"}`` (``"deep"`` and ``"send_test_message"``
-    optional), configured from ``env`` as a scan is: :func:`report` of the findings,
-    statusCode 200 or 500."""
+    optional JSON booleans), configured from ``env`` as a scan is: :func:`report` of the
+    findings, statusCode 200 or 500 (a switch that is not a JSON boolean fails the
+    configuration check, naming it, and runs nothing else)."""
+    problems: list[str] = []
+    deep = event_switch(event, "deep", problems) or False
+    send = event_switch(event, "send_test_message", problems) or False
     config: Config | ConfigError
     try:
         config = Config.from_env(env)
     except ConfigError as exc:
-        config = exc
-    deep = bool(event.get("deep"))
-    send = bool(event.get("send_test_message"))
+        problems.extend(exc.problems)
+    if problems:  # a switch given as "false" must not run the check it names
+        config = ConfigError(problems)
     return report(anyio.run(lambda: diagnose(config, deep=deep, send_test_message=send)))

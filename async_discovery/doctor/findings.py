@@ -7,12 +7,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from ..aws.probe import Probe, ProbeError, access_denied
+from ..aws.probe import Probe, ProbeError, access_denied, credentials_refused
 from ..config import Config
 from ..iam import Policy, grant
 
 Status = Literal["ok", "warn", "fail"]
 DOCTOR_GRANTS = "add the grants `async-discovery iam-policy --doctor` prints"
+CREDENTIALS_FIX = (
+    "check which credentials the AWS chain finds (AWS_PROFILE; AWS_ACCESS_KEY_ID, "
+    "AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN; the role of the function) and that they "
+    "belong to this endpoint; an expired session: sign in again (e.g. `aws sso login`)"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,6 +57,7 @@ class Context:
         self.probe = probe
         self.policy = policy
         self.denied: list[tuple[str, bool]] = []  # (grant in words, needed by a scan)
+        self.refused: str | None = None  # the first answer refusing the credentials
 
     def needs(self, sid: str, action: str | None = None, *, scan: bool = True) -> str:
         """Record a denied call as the grant missing (:func:`~.iam.grant`); its words."""
@@ -61,6 +67,8 @@ class Context:
 
     def failure(self, check: str, exc: BaseException, sid: str, action: str) -> Finding:
         """A failed call of a scan's: a denial named as the grant missing, else the error."""
+        if credentials_refused(exc):
+            return self.credentials(check, exc)
         if access_denied(exc):
             missing = self.needs(sid, action)
             return Finding(
@@ -71,6 +79,20 @@ class Context:
             )
         return Finding(check, "fail", str(exc), "a scan would fail the same way: " + hint(exc))
 
+    def broken(self, check: str, exc: BaseException, found: str) -> Finding:
+        """A failed call that no grant explains: ``found``, and the fix by :func:`hint`."""
+        if credentials_refused(exc):
+            return self.credentials(check, exc)
+        return Finding(check, "fail", found, hint(exc))
+
+    def credentials(self, check: str, exc: BaseException) -> Finding:
+        """A call refused for its credentials: said, with the fix, by the first check
+        that meets it; the later ones only point to it (every call fails so)."""
+        if self.refused is None:
+            self.refused = str(exc)
+            return Finding(check, "fail", f"no usable credentials: {exc}", CREDENTIALS_FIX)
+        return Finding(check, "fail", "not checked: no usable credentials (above)")
+
 
 def hint(exc: BaseException) -> str:
     """The fix for a call that failed for another reason than a denial."""
@@ -80,7 +102,15 @@ def hint(exc: BaseException) -> str:
 
 
 def permissions(ctx: Context) -> Finding:
-    """Every denial seen: fail for a scan's grant, warn for the doctor's own."""
+    """Every denial seen: fail for a scan's grant, warn for the doctor's own; fail, not
+    known, when the credentials were refused or missing."""
+    if ctx.refused is not None:
+        return Finding(
+            "permissions",
+            "fail",
+            "not known: without usable credentials no call reached a permission check",
+            "fix the credentials (above), then run the doctor again",
+        )
     scan = [text for text, needed in ctx.denied if needed]
     extra = [text for text, needed in ctx.denied if not needed]
     if scan:

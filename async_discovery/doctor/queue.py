@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from ..aws.probe import ProbeError
 from ..iam import SID_QUEUE_ATTRIBUTES, SID_SEND
-from .findings import DOCTOR_GRANTS, Context, Finding, Status, hint
+from .findings import DOCTOR_GRANTS, Context, Finding, Status
 
 TEST_MESSAGE_ATTRIBUTE = "async-discovery-doctor"
 
@@ -31,7 +31,7 @@ async def queue(ctx: Context, *, send_test_message: bool) -> Finding:
         if exc.missing:
             return Finding(check, "fail", f"{url} does not exist", "create it or fix SQS_QUEUE_URL")
         if not exc.denied:
-            return Finding(check, "fail", f"{url}: {exc}", hint(exc))
+            return ctx.broken(check, exc, f"{url}: {exc}")
         missing = ctx.needs(SID_QUEUE_ATTRIBUTES, scan=False)
         notes.append(f"could not check: needs {missing}")
         status, fix = "warn", DOCTOR_GRANTS

@@ -17,7 +17,7 @@ from ..layout import is_shard_of, runs_key, shards_prefix
 from ..resume import cursor_problem
 from ..state import SHARD_VERSION, STATE_VERSION, State, check_source
 from ..state_codec import StateDecoder
-from .findings import DOCTOR_GRANTS, Context, Finding, hint
+from .findings import DOCTOR_GRANTS, Context, Finding
 
 CLOCK_WARN_SECONDS = 5.0  # MIN_OBJECT_AGE_SECONDS and since: compare LastModified to now
 STATE_WARN_FRACTION = 0.8  # of STATE_MAX_BYTES
@@ -120,10 +120,10 @@ async def _single(ctx: Context) -> Finding:
     """The state object: absent, or its entries and size against ``STATE_MAX_BYTES``,
     and the source bucket it is bound to."""
     config = ctx.config
-    name = f"s3://{config.state_bucket}/{config.state_key}"
+    name = f"s3://{config.state_bucket}/{config.state_object_key}"
     cap = f"STATE_MAX_BYTES={config.state_max_bytes}"
     try:
-        state, size = await _read_state(ctx, config.state_key, STATE_VERSION)
+        state, size = await _read_state(ctx, config.state_object_key, STATE_VERSION)
         if state is None:
             return Finding(
                 "state", "ok", f"{name} absent: the first scan creates it ({_initial(config)})"
@@ -287,7 +287,7 @@ async def conditional_writes(ctx: Context) -> Finding:
             missing = ctx.needs(SID_PROBE, action, scan=False)
             return Finding(check, "warn", f"could not check: needs {missing}", DOCTOR_GRANTS)
         if exc.code != "NotImplemented" and exc.status != 501:
-            return Finding(check, "fail", f"{where}: {exc}", hint(exc))
+            return ctx.broken(check, exc, f"{where}: {exc}")
         wrong.append(f"does not implement conditional writes ({exc})")
     finally:
         with anyio.CancelScope(shield=True):
@@ -360,6 +360,8 @@ def clock(ctx: Context) -> Finding:
     """The store's ``Date`` (last S3 answer) against this machine's clock."""
     sample = ctx.probe.clock
     if sample is None:
+        if ctx.refused is not None:
+            return Finding("clock", "warn", "not checked: no usable credentials (above)")
         return Finding("clock", "warn", "could not check: no S3 answer carried a Date header")
     skew, error = sample.skew, sample.uncertainty
     side = "ahead of" if skew >= 0 else "behind"

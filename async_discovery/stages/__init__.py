@@ -14,8 +14,11 @@
 - :mod:`.decide` holds the pure decision of one candidate (:func:`~.decide.decide`),
   the :class:`~.decide.Tally` that turns decisions into counters and explain lines, and
   the decider stage that packs messages to send into batches.
-- :mod:`.send` sends full batches with any idle sender (FIFO: one lane per message
-  group, so a group keeps listing order), re-sends ``Failed`` entries, records what SQS
+- :mod:`.dispatch` holds the decided batches by message group, bounded, until a sender
+  takes one (FIFO: a group's next batch only once its previous one is sent, so a group
+  keeps listing order while groups go in parallel, and the decider never waits on one
+  group).
+- :mod:`.send` sends each batch it takes, re-sends ``Failed`` entries, records what SQS
   accepted.
 - :mod:`.commit` builds the run's changes and cursor and owns the conditional write.
 

@@ -3,9 +3,8 @@
 One decider takes the classified pages, decides each candidate (:func:`.decide.decide`),
 records marks, and packs the messages to send into batches of ten across pages and
 folders, so send concurrency follows batches, not pages. For a FIFO queue a batch holds
-one message group and goes to that group's lane (one sender per lane), so a group is
-sent in listing order while groups go in parallel; for a standard queue any idle sender
-takes the next batch.
+one message group; every full batch goes to the :class:`~.dispatch.Dispatcher`, which
+keeps each group's batches in order and never makes the decider wait on one group.
 
 A page counts as handled (the resume cursor may move past it) only once every
 message of it is settled: accepted, or finally failed.
@@ -14,9 +13,8 @@ message of it is settled: accepted, or finally failed.
 from __future__ import annotations
 
 import dataclasses
-from contextlib import AsyncExitStack
 
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ..messages import MAX_BATCH, build_outgoing, fifo_group_id, iso_utc
 from ..models import ListedObject, Outgoing
@@ -25,6 +23,7 @@ from ..state import FileEntry
 from .classify import account
 from .context import RunContext
 from .decide import HELD, UNCHANGED, Action, decide
+from .dispatch import Dispatcher
 from .units import Page, Unit
 
 
@@ -66,23 +65,18 @@ class Batch:
 
 
 class Decider:
-    """Decides every candidate of the pages it receives; emits full batches to ``lanes``
-    (one lane for a standard queue, one per sender for FIFO); closes them at the end."""
+    """Decides every candidate of the pages it receives; puts full batches in
+    ``batches`` (by message group for FIFO) and closes it at the end."""
 
-    def __init__(
-        self, ctx: RunContext, lanes: list[MemoryObjectSendStream[Batch]], *, fifo: bool
-    ) -> None:
+    def __init__(self, ctx: RunContext, batches: Dispatcher[Batch], *, fifo: bool) -> None:
         self.ctx = ctx
-        self.lanes = lanes
+        self.batches = batches
         self.fifo = fifo
         self._open: dict[str, list[tuple[Outgoing, Ticket]]] = {}  # partial batch per group
-        self._lane_of: dict[str, int] = {}  # FIFO: message group -> its lane
 
     async def run(self, pages: MemoryObjectReceiveStream[Page]) -> None:
-        """Decide every page until the page stream closes; then flush and close lanes."""
-        async with AsyncExitStack() as stack:
-            for lane in self.lanes:
-                stack.enter_context(lane)
+        """Decide every page until the page stream closes; then flush and close."""
+        try:
             async with pages:
                 async for page in pages:
                     if self.ctx.stopping():
@@ -92,8 +86,10 @@ class Decider:
             # before it. Not after a fatal error: the queue is unusable.
             for key, items in list(self._open.items()):
                 if self.ctx.fatal is None:
-                    await self._emit(key, items)
+                    await self.batches.put(key, Batch(items))
             self._open.clear()
+        finally:
+            self.batches.close()
 
     async def _page(self, page: Page) -> None:
         ctx = self.ctx
@@ -147,10 +143,4 @@ class Decider:
         items.append((out, ticket))
         if len(items) >= MAX_BATCH:
             del self._open[key]
-            await self._emit(key, items)
-
-    async def _emit(self, key: str, items: list[tuple[Outgoing, Ticket]]) -> None:
-        # A group keeps the lane it was first given; new groups take the lanes in turn,
-        # so up to one group per sender runs in parallel (no two share a lane by chance).
-        lane = self._lane_of.setdefault(key, len(self._lane_of) % len(self.lanes))
-        await self.lanes[lane].send(Batch(items))
+            await self.batches.put(key, Batch(items))

@@ -44,12 +44,17 @@ class RunContext:
             self.fatal = exc
 
     def stopping(self) -> bool:
-        """True once no new listing page should be taken (fatal error or deadline)."""
+        """True once no new listing page should be taken (fatal error, deadline, or an
+        interrupt, which stops the run as the deadline does)."""
         if self.fatal is not None:
             return True
         if self.deadline.expired():
             if not self.stats.truncated:
-                log.warning("deadline reached: stop listing", extra={"event": "deadline"})
+                reason = self.deadline.stopped_by
+                if reason is None:
+                    log.warning("deadline reached: stop listing", extra={"event": "deadline"})
+                else:
+                    log.warning("%s: stop listing", reason, extra={"event": "interrupted"})
             self.stats.truncated = True
             return True
         return False

@@ -1,6 +1,8 @@
 """The send stage: ``SendMessageBatch`` for each batch, ``Failed`` entries re-sent.
 
-Each sender takes batches from its lane; entries SQS lists under ``Failed`` are re-sent
+Each sender takes the next ready batch of any message group from the
+:class:`~.dispatch.Dispatcher` (FIFO: a group's next batch only once its previous one is
+done, so a group keeps listing order); entries SQS lists under ``Failed`` are re-sent
 (those only, with jittered backoff) unless ``SenderFault``; what SQS accepted is recorded
 for the state at once. A queue-wide error (``QueueError``) makes the run fatal: senders
 then drop the batches still queued, but a send already in flight is never cancelled,
@@ -21,19 +23,25 @@ from ..ports import Sender
 from ..state import FileEntry
 from .batching import Batch, Ticket
 from .context import RunContext, backoff
+from .dispatch import Dispatcher
 
 log = logging.getLogger("async_discovery")
 
 
 async def run_sender(
-    ctx: RunContext, sender: Sender, batches: MemoryObjectReceiveStream[Batch]
+    ctx: RunContext,
+    sender: Sender,
+    batches: Dispatcher[Batch],
+    ready: MemoryObjectReceiveStream[str],
 ) -> None:
-    """Send every batch of one lane until the lane closes."""
-    async with batches:
-        async for batch in batches:
+    """Send the next ready batch of any message group until ``batches`` is drained."""
+    async with ready:
+        async for group in ready:
+            batch = batches.take(group)
             if ctx.fatal is None:
                 await _send(ctx, sender, batch)
             # else: dropped unsent; its pages stay unhandled, so nothing is recorded
+            batches.done(group)
 
 
 async def _send(ctx: RunContext, sender: Sender, batch: Batch) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 
+import anyio
+
 from ..errors import DiscoveryError, StateCorrupt, StateError
 from ..layout import is_shard_of, shard_key, shards_prefix
 from ..ports import Lister, StateObjects
@@ -165,10 +167,20 @@ class Shards:
 
     async def commit_rest(self) -> None:
         """Write the units still held: those that settled late, and those cut short
-        (no pruning there); then the digests the indexes cache."""
-        for key, unit in list(self.ctx.shards.items()):
-            unit.complete = unit.complete and key in self.settled_late
-            await self.commit(unit)
+        (no pruning there), ``LIST_CONCURRENCY`` at a time, as the committers write (one
+        after another they took a round trip each out of the deadline's margin: a run
+        cut short holds one unit per listing in flight); then the digests the indexes
+        cache."""
+        limiter = anyio.CapacityLimiter(self.ctx.config.list_concurrency)
+
+        async def write(key: UnitKey, unit: Unit) -> None:
+            async with limiter:
+                unit.complete = unit.complete and key in self.settled_late
+                await self.commit(unit)
+
+        async with anyio.create_task_group() as tg:
+            for key, unit in list(self.ctx.shards.items()):
+                tg.start_soon(write, key, unit)
         await self.indexes.refresh()
 
     async def prune_vanished(self, plan: Plan, lister: Lister) -> None:

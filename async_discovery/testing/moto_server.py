@@ -80,15 +80,23 @@ def moto_server_process(
         stderr=subprocess.DEVNULL,
     )
     try:
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError("the moto server did not start") from None
-                time.sleep(0.05)
+        wait_for_port(proc, port, timeout)
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         stop_process(proc)
+
+
+def wait_for_port(
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str], port: int, timeout: float = 30.0
+) -> None:
+    """Return once 127.0.0.1:``port`` accepts a connection; raise ``RuntimeError`` when
+    ``proc`` exits or ``timeout`` seconds pass first."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError("the server did not start") from None
+            time.sleep(0.05)
