@@ -647,7 +647,7 @@ def test_invalid_prefix_or_skip_list(
     }
     for name, value in {**base, **variables}.items():
         monkeypatch.setenv(name, value)
-    summary = lambda_handler({}, FakeContext(30.0))
+    summary = lambda_handler({}, FakeContext(30.0, threaded_proxy))
     assert summary["statusCode"] == 500
     for name in named:
         assert name in summary["error"]
