@@ -115,7 +115,7 @@ def parse_list_objects_v2(body: bytes) -> ListPage:
     prefixes: list[str] = []
     stamps: dict[str, datetime] = {}  # objects written together share a timestamp
     try:
-        for item in root.iterfind(contents):
+        for item in root.findall(contents):
             key = item.findtext(key_tag)
             if key is None:
                 raise MalformedListing("a <Contents> without a <Key>")
@@ -133,7 +133,7 @@ def parse_list_objects_v2(body: bytes) -> ListPage:
                     found = stamps[stamp] = parse_timestamp(stamp.strip())
                 moment = found
             append(ListedObject(key, etag, int(item.findtext(size_tag) or 0), moment))
-        for item in root.iterfind(common):
+        for item in root.findall(common):
             prefix = item.findtext(prefix_tag)
             if prefix is None:
                 raise MalformedListing("a <CommonPrefixes> without a <Prefix>")

@@ -48,6 +48,7 @@ from .seed import (
     extra_junk,
     object_metadata_of,
     put_objects,
+    seed_route,
     state_objects,
 )
 from .servers import cpu_seconds
@@ -120,12 +121,16 @@ class Bench:
     def seed(
         self, bucket: str, keys: Sequence[str], body: bytes = BODY_V1, create: bool = False
     ) -> None:
-        """Put ``keys`` in parallel, showing progress."""
+        """Put ``keys`` (through the bench moto's seeding route when the bench started
+        moto, else in parallel over HTTP), showing progress."""
         total = len(keys)
 
         def progress(done: int) -> None:
             self.say(f"seeding s3://{bucket}: {done}/{total}")
 
+        if self.servers.server_pid is not None:
+            seed_route(self.servers.direct, bucket, keys, body, create=create, progress=progress)
+            return
         anyio.run(
             lambda: put_objects(
                 self.servers.direct, bucket, keys, body, create=create, progress=progress

@@ -93,6 +93,10 @@ class Decider:
         ctx = self.ctx
         account(ctx, page)
         ticket = Ticket(ctx.progress[FLAT if page.folder is None else page.folder], page.seq)
+        if self._verified(page):  # every candidate unchanged: counted, not decided one by one
+            ctx.tally.unchanged(len(page.candidates))
+            ticket.all_decided()
+            return
         for folder, obj in page.candidates:
             if ctx.fatal is not None:
                 return  # the queue is unusable: no new work, the page stays unhandled
@@ -100,6 +104,15 @@ class Decider:
             if out is not None:
                 await self._add(out, ticket)
         ticket.all_decided()
+
+    def _verified(self, page: Page) -> bool:
+        """True for a folder's page whose unit the fingerprint verified (no explain
+        lines wanted, no fatal error): its candidates are all of that folder."""
+        ctx = self.ctx
+        if page.folder is None or ctx.single is not None or ctx.fatal is not None:
+            return False
+        unit = ctx.shards.get(page.folder)
+        return unit is not None and unit.verified and not ctx.tally.explaining
 
     def _decide(self, folder: str, obj: ListedObject) -> Outgoing | None:
         """Decide one candidate; record a mark; return the message to send, if any."""
