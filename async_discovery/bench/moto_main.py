@@ -18,7 +18,7 @@ and every other call still compute them exactly. The same server serves the scan
 both references, so the ratios stay honest. Nothing here is imported by the scanner.
 
 ``--bench`` (the bench's own server only, never the tests' nor ``moto-server``) adds the
-S3 listing index and the seeding route of :mod:`.moto_s3`;
+S3 listing index, the ``<Contents>`` writer and the seeding route of :mod:`.moto_s3`;
 with ``--stock`` too (the bench's ``--stock-moto``), only the seeding route (setup,
 never measured).
 """
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from moto.server import main as moto_main
 
-    from .moto_s3 import apply_listing_index, apply_seed_route
+    from .moto_s3 import apply_fast_listing_body, apply_listing_index, apply_seed_route
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     args = list(sys.argv[1:] if argv is None else argv)
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         apply_patch()
         if bench:
             apply_listing_index()
+            apply_fast_listing_body()
     moto_main(args)
 
 

@@ -24,9 +24,11 @@ from __future__ import annotations
 import base64
 import bisect
 import json
+import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
+from xml.sax.saxutils import escape
 
 SEED_PATH = "/_bench/put-objects"
 _LOCK = threading.Lock()  # werkzeug serves each request in its own thread
@@ -183,6 +185,79 @@ def apply_listing_index() -> None:
 
     models.FakeBucket.__init__ = bucket_init  # type: ignore[method-assign]
     models.S3Backend.list_objects_v2 = list_objects_v2  # type: ignore[method-assign]
+
+
+_OBJECT_FIELDS = frozenset(
+    {"Key", "LastModified", "ETag", "Size", "StorageClass", "Owner", "ChecksumAlgorithm"}
+)
+_ZEROED_ISO8601 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z")
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def contents_xml(contents: list[dict[str, Any]]) -> str | None:
+    """The ``<Contents>`` elements moto's serializer writes for ``contents`` (moto's
+    ``list_objects_v2`` items), or None for an item this renderer does not know (moto's
+    own serializer then writes the whole answer)."""
+    parts: list[str] = []
+    add = parts.append
+    for item in contents:
+        if not item.keys() <= _OBJECT_FIELDS:
+            return None
+        key, stamp = _text(item.get("Key")), _text(item.get("LastModified"))
+        etag, storage = _text(item.get("ETag")), _text(item.get("StorageClass"))
+        if not (key and etag and storage and _ZEROED_ISO8601.fullmatch(stamp)):
+            return None  # moto writes an empty value as <X/>: left to moto
+        add(f"<Contents><Key>{escape(key)}</Key><LastModified>{stamp}</LastModified>")
+        add(f"<ETag>{escape(etag)}</ETag>")
+        for algorithm in item.get("ChecksumAlgorithm") or ():
+            if not isinstance(algorithm, str) or not algorithm:
+                return None
+            add(f"<ChecksumAlgorithm>{escape(algorithm)}</ChecksumAlgorithm>")
+        add(f"<Size>{int(item['Size'])}</Size><StorageClass>{escape(storage)}</StorageClass>")
+        owner = item.get("Owner")
+        if owner is not None:
+            if set(owner) != {"DisplayName", "ID"} or not all(owner.values()):
+                return None
+            add(
+                f"<Owner><DisplayName>{escape(owner['DisplayName'])}</DisplayName>"
+                f"<ID>{escape(owner['ID'])}</ID></Owner>"
+            )
+        add("</Contents>")
+    return "".join(parts)
+
+
+def apply_fast_listing_body() -> None:
+    """Write a ``ListObjectsV2`` answer's ``<Contents>`` without moto's generic
+    serializer (its per-field shape walk costs ~0.1 ms of moto CPU per key): moto
+    serializes the rest of the answer, and the objects go where it would put them
+    (after ``IsTruncated``, the first member of the output shape), byte for byte."""
+    from moto.core.responses import ActionResult
+    from moto.s3.responses import S3Response
+
+    original = S3Response.serialized
+
+    def serialized(self: Any, action_result: Any) -> Any:
+        result = action_result.result
+        if self.data.get("Action") != "ListObjectsV2" or not isinstance(result, dict):
+            return original(self, action_result)
+        contents = result.get("Contents") or []
+        fragment = contents_xml(contents) if contents else None
+        if fragment is None:
+            return original(self, action_result)
+        status, headers, body = original(self, ActionResult(dict(result, Contents=[])))
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        marker = "</IsTruncated>"
+        at = text.find(marker)
+        if at < 0:
+            return original(self, action_result)
+        at += len(marker)
+        merged = text[:at] + fragment + text[at:]
+        return status, headers, merged.encode("utf-8") if isinstance(body, bytes) else merged
+
+    S3Response.serialized = serialized  # type: ignore[method-assign]
 
 
 def put_objects(bucket: str, keys: Iterable[str], body: bytes, *, create: bool) -> int:
