@@ -21,8 +21,8 @@ opening its clients). ``list_sequential`` and ``list_ranges``: the listing refer
 one folder (:mod:`.listing_refs`; ``bounds`` and ``concurrency`` for the ranges), clients
 opened inside the clock as the scanner's are.
 
-Every result also has ``cpu_before_s`` (CPU before the clock: interpreter start, imports,
-setup) and ``cpu_total_s`` (the process's CPU at the end: both together).
+Every result also has ``cpu_total_s`` (the process's CPU since it started) and
+``cpu_outside_s`` (the part off the clock: interpreter start, imports, setup).
 """
 
 from __future__ import annotations
@@ -184,11 +184,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         wall, cpu, baseline = result.pop("wall_s"), result.pop("cpu_s"), result["setup_rss_kb"]
     else:
         raise SystemExit(f"unknown kind {kind!r}")
+    cpu_total = time.process_time()  # this process's CPU since it started
     result.update(
         wall_s=wall,
         cpu_s=cpu,
-        cpu_before_s=cpu0,  # interpreter start, imports and setup, before the clock
-        cpu_total_s=time.process_time(),
+        cpu_total_s=cpu_total,
+        cpu_outside_s=cpu_total - cpu,  # interpreter start, imports, setup: off the clock
         peak_rss_kb=peak_rss_kib(),
         baseline_rss_kb=baseline,
         kind=kind,
