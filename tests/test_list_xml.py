@@ -26,7 +26,6 @@ from async_discovery.testing.fault_proxy import (
 )
 
 from .helpers import MotoEnv, scan
-from .seaweedfs import split_env
 
 ATTEMPTS = 3  # MotoEnv.config's max_attempts
 
@@ -45,16 +44,6 @@ AWKWARD = [
     "in/deep/er/x.csv",
     "in/top.csv",
 ]
-
-
-@pytest.fixture(params=["moto", "seaweedfs"])
-def s3env(
-    request: pytest.FixtureRequest, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> MotoEnv:
-    """S3 on the parametrized backend, SQS on moto."""
-    if request.param == "moto":
-        return MotoEnv(moto_endpoint)
-    return split_env(monkeypatch, moto_endpoint, request.getfixturevalue("seaweedfs_endpoint"))
 
 
 Obj = tuple[str, str, int, datetime]
