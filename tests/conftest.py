@@ -20,7 +20,7 @@ from async_discovery.testing.fault_proxy import FaultProxy, ThreadedFaultProxy
 from async_discovery.testing.moto_server import moto_server_process, use_fake_credentials
 
 from .helpers import SCANNER_VARIABLES, MotoEnv
-from .seaweedfs import SeaweedFSUnavailable, seaweedfs_server
+from .seaweedfs import SeaweedFSUnavailable, seaweedfs_server, split_env
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +91,16 @@ def seaweedfs_endpoint() -> Iterator[str]:
         if problem:
             pytest.fail(problem, pytrace=False)
         yield url
+
+
+@pytest.fixture(params=["moto", "seaweedfs"])
+def s3env(
+    request: pytest.FixtureRequest, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> MotoEnv:
+    """Helpers with S3 on the parametrized backend (moto, SeaweedFS) and SQS on moto."""
+    if request.param == "moto":
+        return MotoEnv(moto_endpoint)
+    return split_env(monkeypatch, moto_endpoint, request.getfixturevalue("seaweedfs_endpoint"))
 
 
 @pytest.fixture

@@ -21,20 +21,8 @@ from async_discovery.errors import StateConflict
 from async_discovery.pipeline import Scanner
 
 from .helpers import MotoEnv, scan
-from .seaweedfs import SplitEnv, split_env
+from .seaweedfs import SplitEnv
 from .test_scan import InterferingStore, seed
-
-BACKENDS = ["moto", "seaweedfs"]
-
-
-@pytest.fixture(params=BACKENDS)
-def s3env(
-    request: pytest.FixtureRequest, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> MotoEnv:
-    """Helpers with S3 on the parametrized backend and SQS on moto."""
-    if request.param == "moto":
-        return MotoEnv(moto_endpoint)
-    return split_env(monkeypatch, moto_endpoint, request.getfixturevalue("seaweedfs_endpoint"))
 
 
 @pytest.fixture

@@ -4,34 +4,34 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncGenerator, Mapping
-from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..changes import strip_etag
 from ..errors import ListingError, StateConflict, StateTooLarge, StorageError
-from ..models import ListedObject
 from ..ports import ObjectHead, RawPage, StateSink
 from .errors import AWS_ERRORS, describe, error_code, http_status
+from .list_xml import install, list_page
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
     from ..config import Config
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 
 class S3Lister:
-    """Lists one bucket with botocore's ``list_objects_v2`` paginator (1,000 keys a page).
+    """Lists one bucket with ``ListObjectsV2`` (1,000 keys a page), each page parsed lean.
 
-    botocore asks for ``EncodingType=url`` and decodes keys itself, so keys with spaces,
-    ``+``, ``%`` or unicode come back exactly as stored.
+    The request is botocore's (signed, sent and retried by aiobotocore); the success body
+    is parsed by :mod:`.list_xml` for the fields the scanner uses. Keys are asked for
+    with ``EncodingType=url`` and decoded as botocore does, so keys with spaces, ``+``,
+    ``%``, unicode or control characters come back exactly as stored.
     """
 
     def __init__(self, client: S3Client, bucket: str, page_size: int = 1000) -> None:
         self.client = client
         self.bucket = bucket
         self.page_size = page_size
+        install(client)
 
     async def pages(
         self, prefix: str, *, delimiter: bool, start_after: str | None = None
@@ -40,26 +40,26 @@ class S3Lister:
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Prefix": prefix,
-            "PaginationConfig": {"PageSize": self.page_size},
+            "MaxKeys": self.page_size,
+            "EncodingType": "url",
         }
         if delimiter:
             params["Delimiter"] = "/"
         if start_after:
             params["StartAfter"] = start_after
-        paginator = self.client.get_paginator("list_objects_v2")
         try:
-            async for page in paginator.paginate(**params):
-                objects = [
-                    ListedObject(
-                        key=item["Key"],
-                        etag=strip_etag(item.get("ETag", "")),
-                        size=int(item.get("Size", 0)),
-                        last_modified=item.get("LastModified", _EPOCH),
+            while True:
+                page = await list_page(self.client, params)
+                yield RawPage(page.objects, page.common_prefixes)
+                if not page.truncated:
+                    return
+                if page.next_token == params.get("ContinuationToken"):
+                    # botocore's paginator refuses this too: the listing would loop.
+                    raise ListingError(
+                        f"listing s3://{self.bucket}/{prefix} failed: the same "
+                        "continuation token came back twice"
                     )
-                    for item in page.get("Contents", ())
-                ]
-                prefixes = [cp["Prefix"] for cp in page.get("CommonPrefixes", ())]
-                yield RawPage(objects, prefixes)
+                params["ContinuationToken"] = page.next_token
         except AWS_ERRORS as exc:
             code = error_code(exc)
             if code == "NoSuchBucket":

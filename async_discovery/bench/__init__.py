@@ -2,12 +2,14 @@
 
 Modules (one import direction: seed/references/servers <- child/scenarios <- here):
 
-- :mod:`.servers`: moto (with the bench's one queue-counter patch, :mod:`.moto_main`) and
+- :mod:`.servers`: moto (with the bench's patches, :mod:`.moto_main` and :mod:`.moto_s3`) and
   the latency proxy (:mod:`.proxy_main`), each in a process of its own;
 - :mod:`.seed`: the bucket layout (candidates and junk), parallel seeding, state bytes;
 - :mod:`.references`: the sequential design and the floor;
 - :mod:`.child`: one measured run in a fresh process (wall, CPU, peak RSS);
 - :mod:`.scenarios`: cold, warm and incremental, the sweep and the memory runs;
+- :mod:`.listing_refs` and :mod:`.one_folder`: one large folder against its sequential
+  listing and the range floor;
 - :mod:`.state_cost`: the state work of a one-file change on synthetic state, per layout;
 - :mod:`.report`: the progress line and the tables.
 """
@@ -106,10 +108,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "machine": _machine(),
         }
     }
-    scenarios = [s for s in args.scenarios.split(",") if s]
+    scenarios = [] if args.one_folder else [s for s in args.scenarios.split(",") if s]
     with _servers(args) as servers:
         bench = Bench(servers, progress, tuning, fifo=args.fifo, state_layout=args.state_layout)
         try:
+            if args.one_folder:
+                from .one_folder import run_one_folder
+
+                doc["one_folder"] = run_one_folder(
+                    bench,
+                    files=args.files,
+                    reps=args.reps,
+                    sequential_reps=min(args.sequential_reps, args.reps),
+                    range_keys=args.range_keys,
+                    concurrency=args.range_concurrency or tuning["list_concurrency"],
+                )
             if scenarios:
                 doc["scenarios"] = run_scenarios(
                     bench,
@@ -122,11 +135,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     profile_dir=_profile_dir(args.profile),
                     fanout=args.fanout,
                 )
-                doc["cpu_per_10k_listed"] = {
-                    name: sc["scanner"]["cpu_s"]["median"] * 10000 / max(1, sc["scanner"]["listed"])
-                    for name, sc in doc["scenarios"].items()
-                    if isinstance(sc, dict) and "scanner" in sc
-                }
             if args.sweep:
                 grid = _grid(tuning, args)
                 doc["sweep"] = run_sweep(bench, layout, grid, reps=args.sweep_reps)
@@ -155,6 +163,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(doc) + "\n")
         return 0
+    if "one_folder" in doc:
+        sys.stdout.write(report.one_folder_table(doc))
     if "scenarios" in doc:
         sys.stdout.write(report.scenario_table(doc))
     if "sweep" in doc:

@@ -17,7 +17,12 @@ stdin before the clock starts, so fan-out children start together; the scanner's
 result then has ``started_at``/``ended_at``, epoch seconds). ``plan``: the fan-out's
 plan step (:func:`async_discovery.fanout.run_plan`), with the scanner's config.
 ``state_cost``: see :mod:`.state_cost` (it times its own state work, after
-opening its clients).
+opening its clients). ``list_sequential`` and ``list_ranges``: the listing references of
+one folder (:mod:`.listing_refs`; ``bounds`` and ``concurrency`` for the ranges), clients
+opened inside the clock as the scanner's are.
+
+Every result also has ``cpu_total_s`` (the process's CPU since it started) and
+``cpu_outside_s`` (the part off the clock: interpreter start, imports, setup).
 """
 
 from __future__ import annotations
@@ -175,6 +180,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         result = anyio.run(floor.run)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         result["status"] = 200
+    elif kind in ("list_sequential", "list_ranges"):
+        from .listing_refs import list_reference
+
+        baseline = peak_rss_kib()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        result = anyio.run(list_reference, spec)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        result["status"] = 200
     elif kind == "state_cost":
         from .state_cost import state_work
 
@@ -182,9 +195,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         wall, cpu, baseline = result.pop("wall_s"), result.pop("cpu_s"), result["setup_rss_kb"]
     else:
         raise SystemExit(f"unknown kind {kind!r}")
+    cpu_total = time.process_time()  # this process's CPU since it started
     result.update(
         wall_s=wall,
         cpu_s=cpu,
+        cpu_total_s=cpu_total,
+        cpu_outside_s=cpu_total - cpu,  # interpreter start, imports, setup: off the clock
         peak_rss_kb=peak_rss_kib(),
         baseline_rss_kb=baseline,
         kind=kind,

@@ -16,6 +16,11 @@ This module applies ONE patch in the moto server process, then runs moto's own
 instead of being computed (nothing on those paths uses them). ``GetQueueAttributes``
 and every other call still compute them exactly. The same server serves the scanner and
 both references, so the ratios stay honest. Nothing here is imported by the scanner.
+
+``--bench`` (the bench's own server only, never the tests' nor ``moto-server``) adds the
+S3 listing index, the ``<Contents>`` writer and the seeding route of :mod:`.moto_s3`;
+with ``--stock`` too (the bench's ``--stock-moto``), only the seeding route (setup,
+never measured).
 """
 
 from __future__ import annotations
@@ -68,12 +73,20 @@ def main(argv: list[str] | None = None) -> None:
 
     from moto.server import main as moto_main
 
+    from .moto_s3 import apply_fast_listing_body, apply_listing_index, apply_seed_route
+
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     args = list(sys.argv[1:] if argv is None else argv)
-    if "--stock" in args:  # the bench's --stock-moto: measure moto as shipped
-        args.remove("--stock")
-    else:
+    bench = "--bench" in args
+    stock = "--stock" in args  # the bench's --stock-moto: measure moto as shipped
+    args = [a for a in args if a not in ("--bench", "--stock")]
+    if bench:
+        apply_seed_route()
+    if not stock:
         apply_patch()
+        if bench:
+            apply_listing_index()
+            apply_fast_listing_body()
     moto_main(args)
 
 

@@ -91,6 +91,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a folders-layout run reads only their shards",
     )
     add("--state-cost-reps", type=int, default=1, help="repetitions per layout (default 1)")
+    add(
+        "--one-folder",
+        action="store_true",
+        help="instead of the scenarios: --files candidates in ONE folder, warm, side by side "
+        "with one sequential ListObjectsV2 pagination of the folder and the range floor "
+        "(the folder's key ranges listed at once, no client work)",
+    )
+    add(
+        "--range-keys",
+        type=int,
+        default=10000,
+        help="--one-folder: the range floor splits the folder at every N-th key (default 10000)",
+    )
+    add(
+        "--range-concurrency",
+        type=int,
+        default=None,
+        help="--one-folder: ranges listed at once by the range floor (default: the "
+        "scanner's LIST_CONCURRENCY)",
+    )
     add("--endpoint-url", default=None, help="use this S3/SQS endpoint instead of starting moto")
     add("--json", action="store_true", help="one JSON document on stdout")
     add("--no-progress", action="store_true", help="no progress line on stderr")

@@ -11,7 +11,8 @@
   ``folders`` one ``GetObject`` of each listed folder's shard, issued with that folder's
   listing, and a ``PutObject`` of each changed shard once its folder is listed),
   issued at once up to ``concurrency`` in flight, with every message body and the state
-  bytes built before the clock starts and timestamps left unparsed: no per-file work.
+  bytes built before the clock starts: no per-file work but the scanner's own lean
+  parse of each listing page (:mod:`async_discovery.aws.list_xml`).
   The floor reads a body and drops it: it never decodes or encodes state.
 """
 
@@ -29,6 +30,7 @@ import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from ..aws import S3Lister
 from ..aws.clients import count_calls
 from ..layout import shard_key, state_prefix
 
@@ -158,10 +160,6 @@ class Floor:
     async def run(self) -> dict[str, Any]:
         """Issue the floor's requests; returns counters and API calls."""
         session = get_session()
-        # No per-object work beyond the unavoidable XML parse: timestamps stay strings
-        # (botocore would otherwise parse every LastModified with dateutil).
-        factory = session.get_component("response_parser_factory")
-        factory.set_parser_defaults(timestamp_parser=str)
         kwargs: dict[str, Any] = {
             "endpoint_url": self.endpoint,
             "region_name": "us-east-1",
@@ -187,13 +185,14 @@ class Floor:
                 except s3.exceptions.NoSuchKey:
                     pass
 
+            # The scanner's lister: the pages parsed lean (the unavoidable XML parse).
+            lister = S3Lister(s3, self.bucket)
+
             async def list_pages(prefix: str) -> None:
-                paginator = s3.get_paginator("list_objects_v2")
                 # Delimiter: a deeper level comes back as one common prefix, as for the
                 # scanner, instead of every object under it.
-                pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
-                async for page in pages:
-                    self.listed += len(page.get("Contents", ()))
+                async for page in lister.pages(prefix, delimiter=True):
+                    self.listed += len(page.objects)
 
             async def list_folder(prefix: str) -> None:
                 if self.state_layout != "folders":
@@ -209,15 +208,13 @@ class Floor:
                     await s3.put_object(Bucket=self.bucket, Key=key, Body=body)
 
             async def list_all() -> None:
-                top = await s3.list_objects_v2(
-                    Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"
-                )
-                self.listed += len(top.get("Contents", ()))
                 async with anyio.create_task_group() as folders:
-                    for cp in top.get("CommonPrefixes", ()):
-                        name = cp["Prefix"][len(self.prefix) :].rstrip("/")
-                        if name not in self.skip:
-                            folders.start_soon(list_folder, cp["Prefix"])
+                    async for top in lister.pages(self.prefix, delimiter=True):
+                        self.listed += len(top.objects)
+                        for cp in top.common_prefixes:
+                            name = cp[len(self.prefix) :].rstrip("/")
+                            if name not in self.skip:
+                                folders.start_soon(list_folder, cp)
 
             async with anyio.create_task_group() as tg:
                 if self.state_layout != "folders":

@@ -84,12 +84,63 @@ def scenario_table(doc: dict[str, Any]) -> str:
         lines.append(ratio)
         if "fanout" in sc:
             lines.extend(fanout_lines(name, sc["fanout"]))
-    cpu = doc.get("cpu_per_10k_listed")
-    if cpu:
+    per = {
+        name: sc["cpu_per_1000_listed"]
+        for name, sc in doc["scenarios"].items()
+        if isinstance(sc, dict) and "cpu_per_1000_listed" in sc
+    }
+    if per:
+        lines.append(cpu_line(per))
+    return "\n".join(lines) + "\n"
+
+
+def cpu_line(per: dict[str, dict[str, float]]) -> str:
+    """Client CPU per 1,000 listed keys by scenario: without the start-up run's CPU,
+    and in all (the run's CPU with the interpreter start and imports)."""
+    any_run = next(iter(per.values()))
+    return (
+        "client CPU ms per 1,000 listed keys (scanner): "
+        + ", ".join(f"{k} {v['excl_startup']:.1f}" for k, v in per.items())
+        + f" without start-up (start-up run {any_run['startup_cpu_s']:.2f} s CPU, "
+        f"{any_run['startup_total_cpu_s']:.2f} s with imports); with everything: "
+        + ", ".join(f"{k} {v['total']:.1f}" for k, v in per.items())
+    )
+
+
+def one_folder_table(doc: dict[str, Any]) -> str:
+    """``--one-folder``: the warm scanner, the sequential listing and the range floor."""
+    setup, of = doc["setup"], doc["one_folder"]
+    lines = [
+        f"async-discovery bench --one-folder: {of['files']} files in one folder, warm, "
+        f"latency {setup['latency_ms']} ms, reps {setup['reps']}; state layout "
+        f"{of['state_layout']}; range floor: {of['range_count']} ranges (every "
+        f"{of['range_keys']}th key), {of['concurrency']} at once; tuning {setup['tuning']}"
+    ]
+    head = (
+        f"{'run':16} {'wall s (median [min-max])':27} {'keys/s':>9} {'client CPU s':>12} "
+        f"{'ms/1k keys':>10} {'peak RSS MB':>11} {'moto CPU s':>10}  api calls"
+    )
+    lines += [head, "-" * len(head)]
+    names = {"scanner": "scanner (warm)", "sequential": "sequential list", "ranges": "range floor"}
+    for kind, label in names.items():
+        r = of.get(kind)
+        if r is None:
+            continue
+        server = r.get("server_cpu_s", {}).get("median", 0.0)
+        per_k = r["cpu_s"]["median"] * 1e6 / max(1, r["listed"])
         lines.append(
-            "client CPU s per 10,000 listed objects (scanner): "
-            + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+            f"{label:16} {_m(r['wall_s'], 3):27} {r['files_per_s']:9.0f} "
+            f"{r['cpu_s']['median']:12.2f} {per_k:10.1f} {r['peak_rss_mb']['median']:11.0f} "
+            f"{server:10.2f}  {_calls(r['api_calls'])}"
         )
+    ratios = f"  -> scanner / range floor = {of['scanner_over_ranges']:.2f}x"
+    if "sequential_over_scanner" in of:
+        ratios += (
+            f"; sequential / scanner = {of['sequential_over_scanner']:.2f}x"
+            f"; sequential / range floor = {of['sequential_over_ranges']:.2f}x"
+        )
+    lines.append(ratios)
+    lines.append(cpu_line({"warm": of["cpu_per_1000_listed"]}))
     return "\n".join(lines) + "\n"
 
 

@@ -49,11 +49,13 @@ from .seed import (
     extra_junk,
     object_metadata_of,
     put_objects,
+    seed_route,
     state_objects,
 )
 from .servers import cpu_seconds
 
 SCENARIOS = ("cold", "warm", "incremental")
+EMPTY_PREFIX = "nothing-here/"  # the start-up runs' prefix: no object under it
 DIGEST_LIMIT = 5000  # messages a queue digest receives one by one (see queue_digest)
 SKIP = ("logs", "temp", "backups")
 Say = Callable[[str], None]
@@ -121,12 +123,16 @@ class Bench:
     def seed(
         self, bucket: str, keys: Sequence[str], body: bytes = BODY_V1, create: bool = False
     ) -> None:
-        """Put ``keys`` in parallel, showing progress."""
+        """Put ``keys`` (through the bench moto's seeding route when the bench started
+        moto, else in parallel over HTTP), showing progress."""
         total = len(keys)
 
         def progress(done: int) -> None:
             self.say(f"seeding s3://{bucket}: {done}/{total}")
 
+        if self.servers.server_pid is not None:
+            seed_route(self.servers.direct, bucket, keys, body, create=create, progress=progress)
+            return
         anyio.run(
             lambda: put_objects(
                 self.servers.direct, bucket, keys, body, create=create, progress=progress
@@ -192,6 +198,13 @@ class Bench:
             result["messages"] = self.queue_digest(queue_url)
         self.sqs.delete_queue(QueueUrl=queue_url)
         return result
+
+    def measure_startup(self, bucket: str, reps: int) -> dict[str, Any]:
+        """The scanner's fixed cost: ``reps`` runs over a prefix holding nothing (clients
+        opened, the prefix listed, the cursor read), with the scanner's tuning."""
+        return aggregate(
+            [self.measure("scanner", bucket, prefix=EMPTY_PREFIX) for _ in range(reps)]
+        )
 
     def _child_base(self, bucket: str, queue_url: str) -> dict[str, Any]:
         """What every measured child is given: the server, bucket, prefix and queue."""
@@ -415,6 +428,7 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "reps": len(runs),
         "wall_s": wall,
         "cpu_s": summarise([r["cpu_s"] for r in runs]),
+        "cpu_total_s": summarise([r.get("cpu_total_s", r["cpu_s"]) for r in runs]),
         "peak_rss_mb": summarise([r["peak_rss_kb"] / 1024 for r in runs]),
         "listed": last["listed"],
         "queued": last["queued"],
@@ -432,6 +446,21 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if "messages" in last:
         out["messages"] = last["messages"]
     return out
+
+
+def cpu_per_1000(scanner: dict[str, Any], startup: dict[str, Any]) -> dict[str, float]:
+    """Client CPU milliseconds per 1,000 listed keys: ``excl_startup`` (the run's CPU
+    less the start-up run's, medians), ``run`` (the run's CPU: clients opened, every
+    request), ``total`` (with the interpreter start and imports too)."""
+    listed = max(1, int(scanner["listed"]))
+    run, fixed = scanner["cpu_s"]["median"], startup["cpu_s"]["median"]
+    return {
+        "excl_startup": (run - fixed) * 1e6 / listed,
+        "run": run * 1e6 / listed,
+        "total": scanner["cpu_total_s"]["median"] * 1e6 / listed,
+        "startup_cpu_s": fixed,
+        "startup_total_cpu_s": startup["cpu_total_s"]["median"],
+    }
 
 
 def fanout_figures(
@@ -539,6 +568,7 @@ def run_scenarios(
         raise ValueError("the fan-out needs the folders state layout")
     bench.check_messages = bool(fanout)
     results: dict[str, Any] = {"bucket": bucket, "state_layout": bench.state_layout}
+    results["startup"] = bench.measure_startup(bucket, reps)
     for scenario in scenarios:
         if scenario == "incremental":
             bench.seed(bucket, changed, BODY_V2)
@@ -610,6 +640,7 @@ def run_scenarios(
         out["api_minimum"] = minimum_calls(layout, out["scanner"], new, workers, **bounds)
         if fanned:
             out["fanout"] = fanout_figures(fanned, serial, out["scanner"])
+        out["cpu_per_1000_listed"] = cpu_per_1000(out["scanner"], results["startup"])
         results[scenario] = out
         # Leave the bucket as the next scenario expects it (incremental reseeds itself).
     if "incremental" in scenarios:

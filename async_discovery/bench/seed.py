@@ -121,6 +121,52 @@ async def put_objects(
                 tg.start_soon(worker)
 
 
+SEED_CHUNK = 20_000  # keys per request to the seeding route
+
+
+def seed_route(
+    endpoint: str,
+    bucket: str,
+    keys: Sequence[str],
+    body: bytes = BODY_V1,
+    *,
+    create: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Put ``keys`` through the bench moto's seeding route (:mod:`.moto_s3`): moto's own
+    ``put_object`` in its process, thousands of keys a second (folder markers, keys
+    ending in ``/``, get an empty body, as :func:`put_objects` gives them)."""
+    import base64
+    import json
+    import urllib.request
+
+    from .moto_s3 import SEED_PATH
+
+    markers = [k for k in keys if k.endswith("/")]
+    files = [k for k in keys if not k.endswith("/")]
+    done = 0
+    for group, data in ((files, body), (markers, b"")):
+        for start in range(0, len(group), SEED_CHUNK):
+            chunk = group[start : start + SEED_CHUNK]
+            doc = {
+                "bucket": bucket,
+                "keys": chunk,
+                "body": base64.b64encode(data).decode(),
+                "create": create,
+            }
+            create = False
+            request = urllib.request.Request(
+                endpoint + SEED_PATH, data=json.dumps(doc).encode(), method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=600) as resp:
+                put = json.load(resp)["put"]
+            if put != len(chunk):
+                raise RuntimeError(f"the seeding route put {put} of {len(chunk)} keys")
+            done += put
+            if progress is not None:
+                progress(done)
+
+
 def state_bytes(
     bucket: str, entries: Iterable[tuple[str, str]], *, stamp: str = "2026-01-01T00:00:00Z"
 ) -> bytes:

@@ -38,10 +38,11 @@ def cpu_seconds(pid: int) -> float:
 
 @contextmanager
 def moto_process(*, stock: bool = False) -> Iterator[Process]:
-    """moto on 127.0.0.1 in its own process, with the bench's queue-counter patch
-    (:mod:`async_discovery.bench.moto_main`) unless ``stock``."""
+    """moto on 127.0.0.1 in its own process, with the bench's patches (queue counters,
+    S3 listing: :mod:`async_discovery.bench.moto_main`) unless ``stock``, and its
+    seeding route either way."""
     with moto_server_process(
-        module="async_discovery.bench.moto_main", args=["--stock"] if stock else []
+        module="async_discovery.bench.moto_main", args=["--bench", *(["--stock"] if stock else [])]
     ) as (url, pid):
         yield Process(url, pid)
 

@@ -97,6 +97,10 @@ class Decider:
         listing = page.listing
         assert listing is not None and listing.unit is not None
         ticket = Ticket(listing.progress, page.seq, listing.unit)
+        if self._verified(listing.unit):  # all unchanged: counted, not decided one by one
+            ctx.tally.unchanged(len(page.candidates))
+            ticket.all_decided()
+            return
         for folder, obj in page.candidates:
             if ctx.fatal is not None:
                 return  # the queue is unusable: no new work, the page stays unhandled
@@ -104,6 +108,12 @@ class Decider:
             if out is not None:
                 await self._add(out, ticket)
         ticket.all_decided()
+
+    def _verified(self, unit: Unit) -> bool:
+        """True for a unit the fingerprint verified, when no explain lines are wanted
+        and no fatal error stops the run: every candidate of its pages is unchanged."""
+        ctx = self.ctx
+        return unit.verified and ctx.fatal is None and not ctx.tally.explaining
 
     def _decide(self, unit: Unit, folder: str, obj: ListedObject) -> Outgoing | None:
         """Decide one candidate; record a mark; return the message to send, if any."""

@@ -19,14 +19,30 @@ def classify_page(ctx: RunContext, raw: RawPage, listing: Listing | None, seq: i
     ignored: Counter[Verdict] = Counter()
     explained: list[tuple[str, Verdict]] = []
     explain = ctx.tally.explaining
+    # A folder's listing (Delimiter "/"): its keys are "<prefix><folder>/<name>" with no
+    # "/" in name, so a name ending in ".csv" is a candidate without the full rule (the
+    # rule still decides every other key, and any key a server sent outside the folder).
+    folder = listing.job.folder if listing is not None else None
+    fast = folder if folder and folder not in cfg.skip_folders else None
+    inside = f"{cfg.prefix}{folder}/"
+    start = len(inside)
     for obj in raw.objects:
-        verdict, name = classify(obj.key, cfg.prefix, cfg.skip_folders)
+        key = obj.key
+        if (
+            fast is not None
+            and key.endswith(".csv")
+            and key.startswith(inside)
+            and key.find("/", start) < 0
+        ):
+            candidates.append((fast, obj))
+            continue
+        verdict, name = classify(key, cfg.prefix, cfg.skip_folders)
         if verdict is Verdict.CANDIDATE:
             candidates.append((name, obj))
         else:
             ignored[verdict] += 1
             if explain:
-                explained.append((obj.key, verdict))
+                explained.append((key, verdict))
     for cp in raw.common_prefixes:
         # A deeper level rolled up by the delimiter: never enumerated, counted once.
         ignored[Verdict.DEEP] += 1

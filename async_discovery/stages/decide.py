@@ -130,6 +130,12 @@ class Tally:
         if self._sink is not None:
             self._line(self._explained(obj, decision))
 
+    def unchanged(self, n: int) -> None:
+        """Count ``n`` candidates found unchanged at once (a verified folder's page; no
+        explain lines: :meth:`decided` one by one when they are wanted)."""
+        self.stats.candidates += n
+        self.stats.skipped += n
+
     def _explained(self, obj: ListedObject, decision: Decision) -> dict[str, Any]:
         action = decision.action
         doc: dict[str, Any] = {"key": obj.key, "action": action.value, "reason": decision.reason}
