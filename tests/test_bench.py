@@ -205,8 +205,9 @@ def test_bench_fanout_sends_what_one_run_sends(capsys: pytest.CaptureFixture[str
     assert fanout["messages"] == scanner["messages"] and fanout["messages_ok"]
     assert fanout["status"] == 200 and fanout["queued"] == 200
     assert fanout["children"] == 2 and len(fanout["per_child"]) == 2
-    # Every folder the plan found is scanned by exactly one child.
-    assert sum(c["folders"] for c in fanout["per_child"]) == fanout["plan"]["folders"]
+    # Every item the plan wrote (a folder each here) is scanned by exactly one child.
+    assert fanout["plan"]["items"] == fanout["plan"]["folders"]
+    assert sum(c["items"] for c in fanout["per_child"]) == fanout["plan"]["items"]
     # The children list the folders; the single run also lists the top-level objects.
     top = [k for k in Layout(200, 8).junk_keys() if "/" not in k[len(PREFIX) :]]
     assert top
