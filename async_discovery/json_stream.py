@@ -31,7 +31,8 @@ Member = tuple[str, str, Any]
 _WS = re.compile(r"[ \t\n\r]*")
 _MORE: Any = object()  # a value may run past the input so far
 # Where the scanner is in the grammar of an object: which token comes next.
-_START, _BARE, _FIRST, _KEY, _COLON, _VALUE, _NEXT, _END = range(8)
+_START, _BARE, _FIRST, _MEMBER, _NEXT, _END = range(6)
+_OPENED: Any = object()  # a member's value: the expanded object starts here
 
 
 class NotAnObject(ValueError):
@@ -105,7 +106,6 @@ class ObjectScanner:
         self._final = False
         self._at = _START
         self._depth = 0  # 1 inside the expanded object
-        self._key = ""
 
     def feed(self, chunk: bytes | memoryview) -> Iterator[Member]:
         """The members completed by the next bytes of the document."""
@@ -156,7 +156,26 @@ class ObjectScanner:
         """Take tokens while the text lasts: one per pass, as the state ``_at`` says."""
         while (char := self._skip_space()) is not None:
             at = self._at
-            if at == _START and char == "{":
+            if at == _MEMBER:
+                if (member := self._member(char)) is _MORE:
+                    return
+                key, value = member
+                if value is _OPENED:
+                    self._depth, self._at = 1, _FIRST
+                    yield OPEN, key, None
+                else:
+                    self._at = _NEXT
+                    yield (ENTRY if self._depth else FIELD), key, value
+            elif at == _NEXT and char == ",":
+                self._pos += 1
+                self._at = _MEMBER
+            elif at in (_FIRST, _NEXT) and char == "}":
+                self._pos += 1
+                self._depth -= 1
+                self._at = _NEXT if self._depth >= 0 else _END
+            elif at == _FIRST:
+                self._at = _MEMBER
+            elif at == _START and char == "{":
                 self._pos += 1
                 self._at = _FIRST
             elif at == _START:
@@ -165,35 +184,31 @@ class ObjectScanner:
                 if (value := self._value()) is _MORE:
                     return
                 raise NotAnObject(f"the document is a JSON {type(value).__name__}, not an object")
-            elif at in (_FIRST, _NEXT) and char == "}":
-                self._pos += 1
-                self._depth -= 1
-                self._at = _NEXT if self._depth >= 0 else _END
-            elif at == _FIRST:
-                self._at = _KEY
-            elif at == _NEXT and char == ",":
-                self._pos += 1
-                self._at = _KEY
-            elif at == _KEY and char == '"':
-                if (key := self._value()) is _MORE:
-                    return
-                self._key, self._at = key, _COLON
-            elif at == _COLON and char == ":":
-                self._pos += 1
-                self._at = _VALUE
-            elif at == _VALUE and self._depth == 0 and char == "{" and self._key == self.expand:
-                self._pos += 1
-                self._depth, self._at = 1, _FIRST
-                yield OPEN, self._key, None
-            elif at == _VALUE:
-                if (value := self._value()) is _MORE:
-                    return
-                self._at = _NEXT
-                yield (ENTRY if self._depth else FIELD), self._key, value
             else:
-                wanted = {_KEY: "a string key", _COLON: "':'", _NEXT: "',' or '}'"}
-                what = wanted.get(at, "the end of the document")
+                what = "',' or '}'" if at == _NEXT else "the end of the document"
                 raise ValueError(f"expecting {what} near byte {self.received}, got {char!r}")
+
+    def _member(self, char: str) -> Any:
+        """``"key": value`` at the position as ``(key, value)`` (value ``_OPENED`` where
+        the expanded object starts), or ``_MORE`` when it may run past the input so far:
+        then nothing of it is taken."""
+        if char != '"':
+            raise ValueError(f"expecting a string key near byte {self.received}, got {char!r}")
+        start = self._pos
+        key = self._value()
+        if key is not _MORE and (colon := self._skip_space()) is not None:
+            if colon != ":":
+                raise ValueError(f"expecting ':' near byte {self.received}, got {colon!r}")
+            self._pos += 1
+            opening = self._skip_space()
+            if opening == "{" and self._depth == 0 and key == self.expand:
+                self._pos += 1
+                return key, _OPENED
+            value = _MORE if opening is None else self._value()
+            if value is not _MORE:
+                return key, value
+        self._pos = start
+        return _MORE
 
     def _skip_space(self) -> str | None:
         """The next character after whitespace; None at the end of the input so far."""
