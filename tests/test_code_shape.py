@@ -12,10 +12,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "async_discovery"
 FUNCTION_LINES, CLASS_LINES = 60, 200
-# Known to be over, left out by name until split. ``build_parser`` is being edited on
-# several branches at once: split it once they have landed (the test below then fails
-# until this entry goes).
-EXCLUDED = {"cli.py:build_parser"}
+# Known to be over, left out by name until split: each is being edited on several
+# branches at once, so split it once they have landed (the test below fails once one
+# fits, until its entry goes).
+EXCLUDED = {
+    "cli.py:build_parser",  # 228 lines: the command line's parser
+    "handler.py:lambda_handler",  # 73 lines: the Lambda entry point's event dispatch
+}
 
 
 def dev_tooling() -> tuple[str, ...]:
