@@ -199,82 +199,77 @@ def build_policy(config: Config, *, region: str | None = None, doctor: bool = Fa
     attributes.
     """
     arn = queue_arn(config.queue_url, region=region) if config.queue_url else None
-    notes = list(arn.notes) if arn else []
-    partition = arn.partition if arn else partition_of(region or "")
-    s3 = f"arn:{partition}:s3:::"
+    s3 = f"arn:{arn.partition if arn else partition_of(region or '')}:s3:::"
+    statements = _state_statements(config, s3)
+    if arn is not None and not config.dry_run:
+        statements.append(_allow(SID_SEND, "sqs:SendMessage", arn.arn))
+    if doctor:
+        statements += _doctor_statements(config, s3, arn)
+    document = {"Version": POLICY_VERSION, "Statement": statements}
+    return Policy(document=document, queue=arn, notes=arn.notes if arn else ())
+
+
+def _allow(
+    sid: str, action: str | list[str], resource: str | list[str], prefixes: list[str] | None = None
+) -> dict[str, Any]:
+    """One ``Allow`` statement; ``prefixes``: the ``s3:prefix`` values a listing may use
+    (none: no condition)."""
+    statement: dict[str, Any] = {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": action,
+        "Resource": resource,
+    }
+    if prefixes:
+        statement["Condition"] = {"StringLike": {"s3:prefix": prefixes}}
+    return statement
+
+
+def _state_statements(config: Config, s3: str) -> list[dict[str, Any]]:
+    """Listing the scanned prefix, and reading, writing and listing the state."""
     folders = config.state_layout == "folders"
     # The state keys as IAM patterns: the one object, or under ``folders`` the shards'
     # and run objects' key prefixes (each then also the s3:prefix of a listing).
     state_raw = state_key_prefixes(config) if folders else [config.state_object_key]
     state_keys = [_s3_escape(key) + ("*" if folders else "") for key in state_raw]
-    statements: list[dict[str, Any]] = []
-    # Listing: the scanned prefix (and the folders under it); in the same bucket, also
-    # the state keys, the listings that tell "no state yet" from "forbidden" (and under
-    # ``folders`` find the prefix's shards).
-    source_prefixes = [_s3_escape(config.prefix) + "*"] if config.prefix else []
-    same_bucket = config.state_bucket == config.source_bucket
-    if same_bucket and source_prefixes:
-        source_prefixes += [
+    source = s3 + config.source_bucket
+    actions = ["s3:GetObject", "s3:PutObject", *(["s3:DeleteObject"] if folders else [])]
+    objects = [f"{s3}{config.state_bucket}/{key}" for key in state_keys]
+    statements = [
+        _allow(SID_LIST_SOURCE, "s3:ListBucket", source, _listed(config, state_raw, state_keys)),
+        _allow(SID_STATE, actions, _one_or_list(objects)),
+    ]
+    if config.state_bucket != config.source_bucket:
+        state_bucket = s3 + config.state_bucket
+        statements.append(_allow(SID_LIST_STATE, "s3:ListBucket", state_bucket, state_keys))
+    return statements
+
+
+def _listed(config: Config, state_raw: list[str], state_keys: list[str]) -> list[str]:
+    """The ``s3:prefix`` values of the source bucket's listings: the scanned prefix (and
+    the folders under it); in the same bucket, also the state keys, the listings that
+    tell "no state yet" from "forbidden" (and under ``folders`` find the prefix's
+    shards). Empty for the whole bucket (no condition)."""
+    if not config.prefix:
+        return []
+    prefixes = [_s3_escape(config.prefix) + "*"]
+    if config.state_bucket == config.source_bucket:
+        prefixes += [
             pattern
             for raw, pattern in zip(state_raw, state_keys, strict=True)
             if not raw.startswith(config.prefix)
         ]
-    list_source: dict[str, Any] = {
-        "Sid": SID_LIST_SOURCE,
-        "Effect": "Allow",
-        "Action": "s3:ListBucket",
-        "Resource": s3 + config.source_bucket,
-    }
-    if source_prefixes:
-        list_source["Condition"] = {"StringLike": {"s3:prefix": source_prefixes}}
-    statements.append(list_source)
-    statements.append(
-        {
-            "Sid": SID_STATE,
-            "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject", *(["s3:DeleteObject"] if folders else [])],
-            "Resource": _one_or_list([f"{s3}{config.state_bucket}/{key}" for key in state_keys]),
-        }
-    )
-    if not same_bucket:
-        statements.append(
-            {
-                "Sid": SID_LIST_STATE,
-                "Effect": "Allow",
-                "Action": "s3:ListBucket",
-                "Resource": s3 + config.state_bucket,
-                "Condition": {"StringLike": {"s3:prefix": state_keys}},
-            }
-        )
-    if arn is not None and not config.dry_run:
-        statements.append(
-            {
-                "Sid": SID_SEND,
-                "Effect": "Allow",
-                "Action": "sqs:SendMessage",
-                "Resource": arn.arn,
-            }
-        )
-    if doctor:
-        statements.append(
-            {
-                "Sid": SID_PROBE,
-                "Effect": "Allow",
-                "Action": ["s3:PutObject", "s3:DeleteObject"],
-                "Resource": f"{s3}{config.state_bucket}/{_s3_escape(doctor_probe_key(config))}",
-            }
-        )
-        if arn is not None:
-            statements.append(
-                {
-                    "Sid": SID_QUEUE_ATTRIBUTES,
-                    "Effect": "Allow",
-                    "Action": "sqs:GetQueueAttributes",
-                    "Resource": arn.arn,
-                }
-            )
-    document = {"Version": POLICY_VERSION, "Statement": statements}
-    return Policy(document=document, queue=arn, notes=tuple(notes))
+    return prefixes
+
+
+def _doctor_statements(config: Config, s3: str, arn: QueueArn | None) -> list[dict[str, Any]]:
+    """What ``async-discovery doctor`` needs beyond a scan: the probe object, the
+    queue's attributes."""
+    probe = f"{s3}{config.state_bucket}/{_s3_escape(doctor_probe_key(config))}"
+    statements = [_allow(SID_PROBE, ["s3:PutObject", "s3:DeleteObject"], probe)]
+    if arn is not None:
+        statements.append(_allow(SID_QUEUE_ATTRIBUTES, "sqs:GetQueueAttributes", arn.arn))
+    return statements
 
 
 def _one_or_list(items: list[str]) -> str | list[str]:

@@ -151,32 +151,32 @@ def folder_of(key: str, prefix: str) -> str | None:
     return folder
 
 
-class Migration:
-    """One migration of ``config``'s prefix through the state objects of its bucket."""
+class ObjectIO:
+    """The state objects a migration reads and writes, decoded, checked and encoded
+    (``dry_run``: a write only says it would be done)."""
 
-    def __init__(
-        self, config: Config, objects: StateObjects, *, dry_run: bool, force: bool
-    ) -> None:
+    def __init__(self, config: Config, objects: StateObjects, *, dry_run: bool) -> None:
         self.config = config
         self.objects = objects
         self.dry_run = dry_run
-        self.force = force
         self.state_prefix = config.state_prefix
         self.prefix = config.prefix
         self.clock: Callable[[], datetime] = functools.partial(datetime.now, UTC)
 
-    def _decode(self, raw: bytes, name: str, version: int) -> State:
+    def decode(self, raw: bytes, name: str, version: int) -> State:
+        """A state object's bytes decoded, refused when bound to another bucket."""
         state = decode(raw, name=name, max_bytes=self.config.state_max_bytes, version=version)
         check_source(state, self.config.source_bucket, name=name, force_rebind=False)
         return state
 
-    async def _load(self, store: StateStore, version: int) -> tuple[State | None, str | None]:
+    async def load(self, store: StateStore, version: int) -> tuple[State | None, str | None]:
+        """A state object, checked and decoded, and its ETag; (None, None) if absent."""
         raw, etag = await store.load()
         if raw is None:
             return None, None
-        return self._decode(raw, store.name, version), etag
+        return self.decode(raw, store.name, version), etag
 
-    async def _load_folder(
+    async def load_folder(
         self, store: StateStore, folder: str | None
     ) -> tuple[dict[str, FileEntry] | None, str | None, Index | None]:
         """A folder's entries (its shard's, or all its ranges'), the ETag of ``<F>.json``
@@ -185,7 +185,7 @@ class Migration:
         if raw is None:
             return None, None, None
         if version_at_start(raw) != INDEX_VERSION:
-            return dict(self._decode(raw, store.name, SHARD_VERSION).files.items()), etag, None
+            return dict(self.decode(raw, store.name, SHARD_VERSION).files.items()), etag, None
         index = decode_index(raw, name=store.name, prefix=self.prefix, folder=folder)
         check_source(
             State(source_bucket=index.source_bucket),
@@ -198,12 +198,12 @@ class Migration:
             if ref.shard is None:
                 continue
             key = range_key(self.state_prefix, self.prefix, index.folder, ref.shard)
-            part, _ = await self._load(self.objects.store(key), SHARD_VERSION)
+            part, _ = await self.load(self.objects.store(key), SHARD_VERSION)
             if part is not None:
                 entries.update(part.files.items())
         return entries, etag, index
 
-    async def _write_ranges(
+    async def write_ranges(
         self,
         store: StateStore,
         folder: str,
@@ -233,7 +233,7 @@ class Migration:
                 version=SHARD_VERSION,
                 extra={"prefix": self.prefix, "folder": folder},
             )
-            body = self._encoded(state, store.name)
+            body = self.encoded(state, store.name)
             if isinstance(body, Outcome):
                 return body
             metadata = object_metadata(state)
@@ -255,7 +255,8 @@ class Migration:
                 )
         return Outcome(store.name, "wrote", len(keys), detail)
 
-    def _encoded(self, state: State, name: str) -> bytes | Outcome:
+    def encoded(self, state: State, name: str) -> bytes | Outcome:
+        """``state``'s bytes, or the failure of one past ``STATE_MAX_BYTES``."""
         raw = encode(state, iso_utc(self.clock()))
         cap = self.config.state_max_bytes
         if len(raw) > cap:
@@ -264,11 +265,11 @@ class Migration:
             )
         return raw
 
-    async def _write(
+    async def write(
         self, store: StateStore, state: State, etag: str | None, detail: str
     ) -> Outcome:
         """Write ``state`` conditionally (or say it would be written)."""
-        body = self._encoded(state, store.name)
+        body = self.encoded(state, store.name)
         if isinstance(body, Outcome):
             return body
         entries = len(state.files)
@@ -282,38 +283,63 @@ class Migration:
             )
         return Outcome(store.name, "wrote", entries, detail)
 
+    async def write_folder(
+        self,
+        store: StateStore,
+        folder: str,
+        entries: dict[str, FileEntry],
+        etag: str | None,
+        index: Index | None,
+        detail: str,
+    ) -> Outcome:
+        """Folder ``folder``'s ``entries`` as its one shard, or as key ranges and their
+        index past ``SHARD_MAX_FILES``; ranges the folder had before are deleted."""
+        if len(entries) > self.config.shard_max_files:
+            return await self.write_ranges(store, folder, entries, etag, index, detail)
+        target = State(
+            files=entries,
+            source_bucket=self.config.source_bucket,
+            version=SHARD_VERSION,
+            extra={"prefix": self.prefix, "folder": folder},
+        )
+        outcome = await self.write(store, target, etag, detail)
+        if outcome.action == "wrote" and index is not None:
+            for ref in index.ranges:  # the folder's ranges, replaced by one shard
+                if ref.shard is not None:
+                    await self.objects.delete(
+                        range_key(self.state_prefix, self.prefix, folder, ref.shard)
+                    )
+        return outcome
+
+
+class Migration:
+    """One migration of ``config``'s prefix through the state objects of its bucket."""
+
+    def __init__(
+        self, config: Config, objects: StateObjects, *, dry_run: bool, force: bool
+    ) -> None:
+        self.config = config
+        self.objects = objects
+        self.force = force
+        self.state_prefix = config.state_prefix
+        self.prefix = config.prefix
+        self.io = ObjectIO(config, objects, dry_run=dry_run)
+
     # -- single -> folders ---------------------------------------------------------------
 
     async def to_folders(self, report: Report) -> None:
-        """Each folder's entries of the single object into that folder's shard."""
-        cfg = self.config
-        source = self.objects.store(cfg.state_object_key)
+        """Each folder's entries of the single object into that folder's state."""
+        source = self.objects.store(self.config.state_object_key)
         report.source = source.name
-        single, _ = await self._load(source, STATE_VERSION)
+        single, _ = await self.io.load(source, STATE_VERSION)
         if single is None:
             report.error = f"nothing to migrate: {source.name} does not exist"
             return
-        groups: dict[str, dict[str, FileEntry]] = {}
-        elsewhere = 0
-        for key, entry in single.files.items():
-            folder = folder_of(key, self.prefix)
-            if folder is None:
-                elsewhere += 1
-            else:
-                groups.setdefault(folder, {})[key] = entry
-        if elsewhere:
-            report.notes.append(
-                f"{elsewhere} entries outside the folders of prefix {self.prefix!r} stay "
-                f"only in {source.name}"
-            )
-        if not groups:
-            report.notes.append(f"no entry of prefix {self.prefix!r} in {source.name}")
-        if self.prefix in single.cursors:
-            report.notes.append(CURSOR_NOTE)
+        groups = self._groups(single, source.name, report)
         planned: list[tuple[str, StateStore, str | None, Index | None, str]] = []
         for folder, entries in groups.items():
             store = self.objects.store(shard_key(self.state_prefix, self.prefix, folder))
-            existing, etag, index = await self._load_folder(store, folder)
+            existing, etag, index = await self.io.load_folder(store, folder)
             if existing is None:
                 planned.append((folder, store, None, None, "new shard"))
             elif existing == entries:
@@ -328,24 +354,29 @@ class Migration:
             planned = []  # refused: write nothing, so a fixed rerun starts from the same place
             report.error = "targets differ from the source: nothing written (--force overwrites)"
         for folder, store, etag, index, detail in planned:
-            entries = groups[folder]
-            if len(entries) > cfg.shard_max_files:
-                outcome = await self._write_ranges(store, folder, entries, etag, index, detail)
-            else:
-                target = State(
-                    files=entries,
-                    source_bucket=cfg.source_bucket,
-                    version=SHARD_VERSION,
-                    extra={"prefix": self.prefix, "folder": folder},
-                )
-                outcome = await self._write(store, target, etag, detail)
-                if outcome.action == "wrote" and index is not None:
-                    for ref in index.ranges:  # the folder's ranges, replaced by one shard
-                        if ref.shard is not None:
-                            await self.objects.delete(
-                                range_key(self.state_prefix, self.prefix, folder, ref.shard)
-                            )
+            outcome = await self.io.write_folder(store, folder, groups[folder], etag, index, detail)
             report.outcomes.append(outcome)
+
+    def _groups(self, single: State, name: str, report: Report) -> dict[str, dict[str, FileEntry]]:
+        """The single object's entries of the prefix, by folder (notes for the others)."""
+        groups: dict[str, dict[str, FileEntry]] = {}
+        elsewhere = 0
+        for key, entry in single.files.items():
+            folder = folder_of(key, self.prefix)
+            if folder is None:
+                elsewhere += 1
+            else:
+                groups.setdefault(folder, {})[key] = entry
+        if elsewhere:
+            report.notes.append(
+                f"{elsewhere} entries outside the folders of prefix {self.prefix!r} stay "
+                f"only in {name}"
+            )
+        if not groups:
+            report.notes.append(f"no entry of prefix {self.prefix!r} in {name}")
+        if self.prefix in single.cursors:
+            report.notes.append(CURSOR_NOTE)
+        return groups
 
     # -- folders -> single ---------------------------------------------------------------
 
@@ -364,14 +395,14 @@ class Migration:
             return
         merged: dict[str, FileEntry] = {}
         for key in keys:
-            found, _, _ = await self._load_folder(self.objects.store(key), None)
+            found, _, _ = await self.io.load_folder(self.objects.store(key), None)
             if found is not None:  # deleted since listed: a scan pruned its folder
                 merged.update(found)
         cursor = self.objects.store(runs_key(self.state_prefix, self.prefix, "cursor.json"))
         if (await cursor.load())[0] is not None:
             report.notes.append(CURSOR_NOTE)
         target = self.objects.store(cfg.state_object_key)
-        single, etag = await self._load(target, STATE_VERSION)
+        single, etag = await self.io.load(target, STATE_VERSION)
         if single is None:
             single = State(source_bucket=cfg.source_bucket)
             detail = "new state object"
@@ -405,7 +436,7 @@ class Migration:
         single.source_bucket = cfg.source_bucket
         if differing:
             detail += f", {len(differing)} differing entries replaced"
-        report.outcomes.append(await self._write(target, single, etag, detail))
+        report.outcomes.append(await self.io.write(target, single, etag, detail))
 
 
 def _difference(old: Any, new: dict[str, FileEntry]) -> str:

@@ -196,7 +196,8 @@ def test_a_value_spanning_many_chunks_is_parsed_a_few_times_not_once_a_chunk(
     if closed:
         body += b', "files": {}}'
     decoder = StateDecoder(name="n")
-    counter = decoder._json = CountingScanner(decoder._json)  # type: ignore[assignment]
+    scanner = decoder._scanner
+    counter = scanner._json = CountingScanner(scanner._json)  # type: ignore[assignment]
     chunk = 1 << 10  # 1,024 chunks
     if closed:
         for start in range(0, len(body), chunk):

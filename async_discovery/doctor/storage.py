@@ -245,70 +245,86 @@ def _state_listing_sid(config: Config) -> str:
 async def conditional_writes(ctx: Context) -> Finding:
     """Create with ``If-None-Match: *``, the same again (must be refused), overwrite
     with the current ETag (must be accepted), with a stale one (must be refused)."""
-    check = "conditional writes"
-    bucket, key = ctx.config.state_bucket, doctor_probe_key(ctx.config)
-    where = f"probe s3://{bucket}/{key}"
-    nonce = uuid.uuid4().hex
-    wrong: list[str] = []
-
-    def body(step: int) -> bytes:
-        return f"async-discovery doctor probe {nonce} step {step}\n".encode()
-
-    async def attempt(step: int, *, create: bool, if_match: str | None = None) -> str | None:
-        """The new ETag, or None when the store refused the condition."""
-        try:
-            return await ctx.probe.put(bucket, key, body(step), create=create, if_match=if_match)
-        except ProbeError as exc:
-            if exc.refused:
-                return None
-            raise
-
+    check, probe = "conditional writes", _WriteProbe(ctx)
     try:
-        first = await attempt(1, create=True)
-        if first is None:  # left by an interrupted doctor run: start afresh
-            await ctx.probe.delete(bucket, key)
-            first = await attempt(1, create=True)
-        if first is None:
-            wrong.append("refused If-None-Match: * for a missing key")
-        else:
-            current = first
-            second = await attempt(2, create=True)
-            if second is not None:
-                wrong.append("accepted If-None-Match: * on an existing object")
-                current = second
-            if await attempt(3, create=False, if_match=current) is None:
-                wrong.append("refused If-Match with the current ETag")
-            # Step 3 replaced the version `current` names: it is stale now.
-            elif await attempt(4, create=False, if_match=current) is not None:
-                wrong.append("accepted a stale If-Match")
+        await probe.run()
     except ProbeError as exc:
         if exc.denied:
             action = "s3:DeleteObject" if exc.operation == "DeleteObject" else "s3:PutObject"
             missing = ctx.needs(SID_PROBE, action, scan=False)
             return Finding(check, "warn", f"could not check: needs {missing}", DOCTOR_GRANTS)
         if exc.code != "NotImplemented" and exc.status != 501:
-            return ctx.broken(check, exc, f"{where}: {exc}")
-        wrong.append(f"does not implement conditional writes ({exc})")
+            return ctx.broken(check, exc, f"{probe.where}: {exc}")
+        probe.wrong.append(f"does not implement conditional writes ({exc})")
     finally:
         with anyio.CancelScope(shield=True):
-            leftover = await _delete_probe(ctx, bucket, key)
-    if wrong:
+            leftover = await _delete_probe(ctx, probe.bucket, probe.key)
+    return _conditional_finding(check, probe, leftover)
+
+
+class _WriteProbe:
+    """The doctor's probe object written under conditions, and what the store did that
+    a compare-and-swap store would not (``wrong``)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.bucket, self.key = ctx.config.state_bucket, doctor_probe_key(ctx.config)
+        self.where = f"probe s3://{self.bucket}/{self.key}"
+        self.nonce = uuid.uuid4().hex
+        self.wrong: list[str] = []
+
+    async def run(self) -> None:
+        """The four conditional writes of :func:`conditional_writes`, in order."""
+        first = await self._put(1, create=True)
+        if first is None:  # left by an interrupted doctor run: start afresh
+            await self.ctx.probe.delete(self.bucket, self.key)
+            first = await self._put(1, create=True)
+        if first is None:
+            self.wrong.append("refused If-None-Match: * for a missing key")
+            return
+        current = first
+        second = await self._put(2, create=True)
+        if second is not None:
+            self.wrong.append("accepted If-None-Match: * on an existing object")
+            current = second
+        if await self._put(3, create=False, if_match=current) is None:
+            self.wrong.append("refused If-Match with the current ETag")
+        # Step 3 replaced the version `current` names: it is stale now.
+        elif await self._put(4, create=False, if_match=current) is not None:
+            self.wrong.append("accepted a stale If-Match")
+
+    async def _put(self, step: int, *, create: bool, if_match: str | None = None) -> str | None:
+        """The new ETag, or None when the store refused the condition."""
+        body = f"async-discovery doctor probe {self.nonce} step {step}\n".encode()
+        try:
+            return await self.ctx.probe.put(
+                self.bucket, self.key, body, create=create, if_match=if_match
+            )
+        except ProbeError as exc:
+            if exc.refused:
+                return None
+            raise
+
+
+def _conditional_finding(check: str, probe: _WriteProbe, leftover: str) -> Finding:
+    """The finding of :func:`conditional_writes` once the probe ran to its end."""
+    if probe.wrong:
         return Finding(
             check,
             "fail",
-            f"{where}: the store {' and '.join(wrong)}",
+            f"{probe.where}: the store {' and '.join(probe.wrong)}",
             "overlapping runs would lose or tear the state (both read it, both write it, "
             f"the later write silently wins); {_ONE_AT_A_TIME}, or use a store whose "
             "conditional writes compare-and-swap",
         )
     if leftover:
         return Finding(
-            check, "warn", f"{where}: writes compare-and-swap; {leftover}", DOCTOR_GRANTS
+            check, "warn", f"{probe.where}: writes compare-and-swap; {leftover}", DOCTOR_GRANTS
         )
     return Finding(
         check,
         "ok",
-        f"{where}: second create refused, stale If-Match refused, probe deleted",
+        f"{probe.where}: second create refused, stale If-Match refused, probe deleted",
     )
 
 
