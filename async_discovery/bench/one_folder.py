@@ -8,8 +8,10 @@ changed: a warm run). Each repetition runs, side by side against the same server
 - **sequential**: one ``ListObjectsV2`` pagination of the folder with the scanner's
   lister, no client work (:func:`.listing_refs.list_sequential`);
 - **range floor**: the folder as key ranges listed at once, ``--range-concurrency`` in
-  flight, no client work (:func:`.listing_refs.list_ranges`), split at every
-  ``--range-keys``-th key of the seeded folder;
+  flight (the scanner's ``LIST_CONCURRENCY`` by default), no client work
+  (:func:`.listing_refs.list_ranges`): the very ranges the scanner lists, the bounds of
+  the folder's index in the seeded state (``STATE_LAYOUT=folders``); with no index (the
+  single layout, or a folder under ``SHARD_MAX_FILES``), every ``--range-keys``-th key;
 
 plus the start-up runs (the scanner over an empty prefix) for the client CPU per 1,000
 listed keys without start-up.
@@ -20,9 +22,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from ..layout import shard_key, state_prefix
+from ..ranges import INDEX_VERSION, decode_index, version_at_start
 from .listing_refs import every_nth
 from .scenarios import EMPTY_PREFIX, Bench, aggregate, cpu_per_1000
-from .seed import BODY_V1, PREFIX
+from .seed import BODY_V1, PREFIX, STATE_KEY
 
 FOLDER = "big"
 KINDS = ("scanner", "sequential", "ranges")
@@ -31,6 +35,15 @@ KINDS = ("scanner", "sequential", "ranges")
 def folder_keys(files: int) -> list[str]:
     """The folder's keys, in listing order."""
     return [f"{PREFIX}{FOLDER}/file-{i:08d}.csv" for i in range(files)]
+
+
+def index_bounds(state: dict[str, bytes]) -> list[str] | None:
+    """The bounds of the folder's key ranges in the seeded state (None: no index)."""
+    body = state.get(shard_key(state_prefix(STATE_KEY), PREFIX, FOLDER))
+    if body is None or version_at_start(body) != INDEX_VERSION:
+        return None
+    index = decode_index(body, name=FOLDER, prefix=PREFIX, folder=FOLDER)
+    return [ref.until for ref in index.ranges[:-1] if ref.until is not None]
 
 
 def run_one_folder(
@@ -50,7 +63,8 @@ def run_one_folder(
     etag = hashlib.md5(BODY_V1).hexdigest()
     bench.say(f"one folder: encoding the warm state of {files} files")
     complete = bench.state(bucket, ((key, etag) for key in keys))
-    bounds = every_nth(keys, range_keys)
+    from_index = index_bounds(complete)
+    bounds = from_index if from_index is not None else every_nth(keys, range_keys)
     prefix = f"{PREFIX}{FOLDER}/"
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     startup: list[dict[str, Any]] = []
@@ -77,6 +91,7 @@ def run_one_folder(
         bucket=bucket,
         range_count=len(bounds) + 1,
         range_keys=range_keys,
+        ranges_from_index=from_index is not None,
         concurrency=concurrency,
         state_layout=bench.state_layout,
         cpu_per_1000_listed=cpu_per_1000(out["scanner"], out["startup"]),

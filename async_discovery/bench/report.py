@@ -113,8 +113,13 @@ def one_folder_table(doc: dict[str, Any]) -> str:
     lines = [
         f"async-discovery bench --one-folder: {of['files']} files in one folder, warm, "
         f"latency {setup['latency_ms']} ms, reps {setup['reps']}; state layout "
-        f"{of['state_layout']}; range floor: {of['range_count']} ranges (every "
-        f"{of['range_keys']}th key), {of['concurrency']} at once; tuning {setup['tuning']}"
+        f"{of['state_layout']}; range floor: {of['range_count']} ranges ("
+        + (
+            "the index's bounds"
+            if of.get("ranges_from_index")
+            else f"every {of['range_keys']}th key"
+        )
+        + f"), {of['concurrency']} at once; tuning {setup['tuning']}"
     ]
     head = (
         f"{'run':16} {'wall s (median [min-max])':27} {'keys/s':>9} {'client CPU s':>12} "
