@@ -268,3 +268,60 @@ async def test_an_empty_shard_fails_its_folder_only(
     assert shard_key(SP, P, "a") in run["error"] and "not valid JSON" in run["error"], run["error"]
     assert env.state_bytes(bucket, shard_key(SP, P, "a")) == b""
     assert [b["key"] for b in env.bodies(queue_url)] == [f"{P}b/new.csv"]
+
+
+class RequestClock:
+    """A Lambda context whose time runs out as the invocation makes requests through
+    ``proxy``: ``per_request`` seconds each (measured in requests, so the cut falls at
+    the same place however loaded the machine is)."""
+
+    def __init__(self, seconds: float, proxy: FaultProxy, per_request: float) -> None:
+        self._seconds, self._proxy, self._per = seconds, proxy, per_request
+        self._start = sum(proxy.counts.values())
+
+    def get_remaining_time_in_millis(self) -> int:
+        made = sum(self._proxy.counts.values()) - self._start
+        return int((self._seconds - made * self._per) * 1000)
+
+
+@pytest.mark.slow
+def test_a_changed_folder_longer_than_an_invocation_is_covered_under_its_fingerprint(
+    threaded_proxy: FaultProxy,
+    env: MotoEnv,
+    bucket: str,
+    queue_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One folder of 300 files, every one changed since its shard (with a fingerprint)
+    was written; pages of 3 keys, 100 ms a request, 4 s per invocation with the default
+    2 s margin. Each invocation lists about twenty pages: the first holds them for the
+    fingerprint when the deadline comes, the next ones read the shard whole and stream,
+    so repeated invocations send every file, each once."""
+    from async_discovery.handler import lambda_handler
+
+    keys = [f"{P}big/{i:03d}.csv" for i in range(300)]
+    env.put_many(bucket, keys)
+    for name, value in {
+        "S3_SOURCE_BUCKET": bucket,
+        "S3_PREFIX": P,
+        "SQS_QUEUE_URL": queue_url,
+        "STATE_LAYOUT": "folders",
+        "AWS_ENDPOINT_URL": threaded_proxy.url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert lambda_handler({}, RequestClock(600, threaded_proxy, 0.0))["queued"] == 300
+    env.bodies(queue_url)
+    assert env.state(bucket, shard_key(SP, P, "big")) is not None
+    env.put_many(bucket, keys, body=b"changed\n")
+    monkeypatch.setenv("LIST_PAGE_SIZE", "3")
+
+    sent: dict[str, int] = {}
+    for invocation in range(1, 17):  # noqa: B007 (read after the loop)
+        summary = lambda_handler({}, RequestClock(4.0, threaded_proxy, 0.1))
+        assert summary["statusCode"] == 200, summary
+        for body in env.bodies(queue_url):
+            sent[body["key"]] = sent.get(body["key"], 0) + 1
+        if not summary["truncated"]:
+            break
+    assert summary["truncated"] is False, f"{len(sent)} of 300 sent in {invocation} invocations"
+    assert set(sent) == set(keys) and set(sent.values()) == {1}
