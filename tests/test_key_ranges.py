@@ -374,3 +374,58 @@ def test_the_plan_gives_one_item_per_range(
 class Context:
     def get_remaining_time_in_millis(self) -> int:
         return 600_000
+
+
+async def test_a_change_in_one_range_writes_that_range_and_the_index_only(
+    env: MotoEnv, bucket: str, queue_url: str
+) -> None:
+    keys = keys_of("f", [f"{i}.csv" for i in range(8)])  # four ranges of two
+    env.put_many(bucket, keys)
+    cfg = config(env, bucket, queue_url)
+    await scan(cfg)
+    before = {
+        o["Key"]: o["ETag"]
+        for o in env.s3.list_objects_v2(Bucket=bucket, Prefix=ranges_prefix(SP, P, "f"))["Contents"]
+    }
+    env.put(bucket, keys[5], b"v2\n")  # the third range
+    run = await scan(cfg)
+    assert (run["queued"], run["updated"]) == (1, 1)
+    assert run["state_objects_written"] == 2  # the range shard, and the index's digests
+    after = {
+        o["Key"]: o["ETag"]
+        for o in env.s3.list_objects_v2(Bucket=bucket, Prefix=ranges_prefix(SP, P, "f"))["Contents"]
+    }
+    changed = [k for k in before if after.get(k) != before[k]]
+    third = range_key(SP, P, "f", index(env, bucket, "f")["ranges"][2]["shard"])
+    assert changed == [third] and set(after) == set(before)
+
+
+async def test_a_folder_named_like_a_ranges_prefix_is_its_own_folder(
+    env: MotoEnv, bucket: str, queue_url: str
+) -> None:
+    """``f``'s ranges live under ``f.ranges/``; a folder literally named ``f.ranges`` has
+    its shard at ``f.ranges.json``: neither meets the other."""
+    env.put_many(bucket, keys_of("f", [f"{i}.csv" for i in range(6)]))
+    env.put_many(bucket, keys_of("f.ranges", ["a.csv", "b.csv"]))
+    cfg = config(env, bucket, queue_url)
+    assert (await scan(cfg))["queued"] == 8
+    assert len(recorded(env, bucket, "f")) == 6
+    twin = env.state(bucket, shard_key(SP, P, "f.ranges"))
+    assert twin is not None and twin["version"] == 2 and len(twin["files"]) == 2
+    assert (await scan(cfg))["state_objects_written"] == 0
+
+
+async def test_a_split_folder_that_vanished_loses_its_index_and_ranges(
+    env: MotoEnv, bucket: str, queue_url: str
+) -> None:
+    keys = keys_of("gone", [f"{i}.csv" for i in range(6)])
+    env.put_many(bucket, [*keys, f"{P}kept/a.csv"])
+    cfg = config(env, bucket, queue_url)
+    await scan(cfg)
+    assert len(range_objects(env, bucket, "gone")) == 3
+    env.s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+    run = await scan(cfg)
+    assert run["statusCode"] == 200
+    assert env.state(bucket, shard_key(SP, P, "gone")) is None
+    assert range_objects(env, bucket, "gone") == []
+    assert env.state(bucket, shard_key(SP, P, "kept")) is not None
