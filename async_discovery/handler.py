@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -27,7 +28,8 @@ from .fanout import (
     sum_summaries,
 )
 from .logs import configure_logging
-from .runner import config_error_summary, run_scan
+from .notifications import failures_response, sqs_records
+from .runner import config_error_summary, record_ids, run_events, run_scan
 
 log = logging.getLogger("async_discovery")
 
@@ -39,7 +41,9 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     configuration error); anything else in it is ignored (a scheduled EventBridge
     event), except ``action`` (``doctor``: docs/doctor.md; ``plan`` and ``sum``) and the
     fan-out's folder items (``{"Items": [{"folder": F}, …]}`` or ``{"folder": F}``: a
-    scan of exactly those folders), see :mod:`async_discovery.fanout`. The deadline
+    scan of exactly those folders), see :mod:`async_discovery.fanout`. An SQS event
+    (``Records`` from ``aws:sqs``: S3 notifications) is a batch of events and returns
+    the partial batch response instead (:func:`handle_events`). The deadline
     comes from ``context.get_remaining_time_in_millis()`` minus
     ``DEADLINE_MARGIN_SECONDS``.
     """
@@ -49,6 +53,9 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         from .doctor import run_lambda  # docs/doctor.md
 
         return run_lambda(os.environ, event)
+    records = sqs_records(event)
+    if records is not None:
+        return handle_events(records, context)
     kind = event_kind(event)
     if kind == "sum":
         return sum_summaries(event.get("summaries"))
@@ -81,13 +88,35 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if folders is not None:
         # Replaced, not parsed from text: a folder name may hold a comma.
         config = dataclasses.replace(config, folders=folders)
-    deadline = None
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if callable(remaining):
-        deadline = Deadline(
-            lambda: float(remaining()) / 1000.0, margin=config.deadline_margin_seconds
-        )
+    deadline = _deadline(context, config)
     return anyio.run(functools.partial(run_scan, config, deadline=deadline))
+
+
+def handle_events(records: Sequence[Mapping[str, Any]], context: Any) -> dict[str, Any]:
+    """A batch of S3 notifications from the event source mapping: the SQS partial batch
+    response, ``{"batchItemFailures": [{"itemIdentifier": <messageId>}, …]}``, listing
+    the records to deliver again. A configuration error lists every record (and logs
+    why): nothing can be handled, and the records must not be lost."""
+    try:
+        config = Config.from_env(os.environ)
+    except ConfigError as exc:
+        log.error(
+            "invalid configuration: every record of the batch is delivered again",
+            extra={"event": "config_error", "problems": exc.problems, "records": len(records)},
+        )
+        return failures_response(record_ids(records))
+    configure_logging(config.log_level)
+    deadline = _deadline(context, config)
+    failed, _ = anyio.run(functools.partial(run_events, config, records, deadline=deadline))
+    return failures_response(failed)
+
+
+def _deadline(context: Any, config: Config) -> Deadline | None:
+    """The invocation's deadline: the remaining time minus ``DEADLINE_MARGIN_SECONDS``."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return None
+    return Deadline(lambda: float(remaining()) / 1000.0, margin=config.deadline_margin_seconds)
 
 
 def event_dry_run(event: Any, problems: list[str]) -> bool | None:

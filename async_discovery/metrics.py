@@ -1,11 +1,12 @@
-"""One CloudWatch Embedded Metric Format record per run (SPEC "Observability")."""
+"""One CloudWatch Embedded Metric Format record per run (SPEC "Observability"), and
+one per events batch (SPEC "Events")."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from .summary import RunStats
+from .summary import EventStats, RunStats
 
 NAMESPACE = "AsyncDiscovery"
 _COUNTS = (
@@ -16,6 +17,7 @@ _COUNTS = (
     "errors",
     "deferred",
     "pruned",
+    "found_by_reconciliation",
     "held_back",
     "state_objects_read",
     "state_objects_written",
@@ -51,3 +53,36 @@ def emf_record(
         "truncated": stats.truncated,
         **values,
     }
+
+
+EVENTS_PATH = "events"
+_EVENT_COUNTS = ("records", "failed_records", "deleted", "superseded", "units")
+
+
+def events_emf_record(
+    stats: RunStats,
+    events: EventStats,
+    seconds: float,
+    *,
+    status: int,
+    service: str = "async-discovery",
+) -> dict[str, Any]:
+    """The EMF document of one events batch: the run's counters plus records, failed
+    records, deleted and superseded candidates, state units and the lag from event
+    time to send (p50, max). Published under ``Service`` (summed with the scans) and
+    under ``Service`` + ``Path=events`` (the event path alone)."""
+    doc = emf_record(stats, seconds, status=status, service=service)
+    directive = doc["_aws"]["CloudWatchMetrics"][0]
+    directive["Dimensions"] = [["Service"], ["Service", "Path"]]
+    doc["Path"] = EVENTS_PATH
+    added: dict[str, tuple[float, str]] = {
+        name: (float(getattr(events, name)), "Count") for name in _EVENT_COUNTS
+    }
+    p50, worst = events.lag()
+    if p50 is not None and worst is not None:
+        added["lag_p50"] = (p50 * 1000.0, "Milliseconds")
+        added["lag_max"] = (worst * 1000.0, "Milliseconds")
+    for name, (value, unit) in added.items():
+        doc[name] = value
+        directive["Metrics"].append({"Name": name, "Unit": unit})
+    return doc

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .config import Config
@@ -38,7 +39,7 @@ from .stages.send import run_sender
 from .stages.shards import Shards
 from .summary import RunStats
 
-__all__ = ["Explain", "Scanner"]
+__all__ = ["Explain", "Scanner", "start_deciding"]
 
 log = logging.getLogger("async_discovery")
 
@@ -70,15 +71,17 @@ class Scanner:
             raise ValueError("the folders state layout needs the state objects")
         self.lister, self.store, self.sender = lister, store, sender
         self.stats = stats if stats is not None else RunStats()
+        self._started = clock()
+        window = config.reconciliation_window_seconds
         tally = Tally(
             self.stats,
             explain,
             min_age_seconds=config.min_object_age_seconds,
             dry_run=config.dry_run,
+            found_before=self._started - timedelta(seconds=window) if window > 0 else None,
         )
         self.ctx = RunContext(config, self.stats, tally, deadline or Deadline(), clock)
         self.shards = Shards(self.ctx, objects) if objects is not None else None
-        self._started = clock()
 
     async def run(self) -> str | None:
         """Run the scan; returns None on success or the error that makes it a 500."""
@@ -156,19 +159,12 @@ class Scanner:
     async def _stream(self, plan: Plan, shards: Shards | None = None) -> None:
         """List, decide and send, each stage its own task, joined by bounded streams.
 
-        Buffers: ``queue_size`` classified pages between the listers and the decider;
-        for a standard queue one lane of ``workers`` batches (an idle sender always finds
-        one ready); for FIFO one lane per sender with room for one batch, a message
-        group always on the same lane (its order kept, groups in parallel). With shards,
+        Buffers: ``queue_size`` classified pages between the listers and the decider,
+        then the lanes of :func:`start_deciding`. With shards,
         settled folders go to ``list_concurrency`` committers; a folder that finds them
         all busy is written at the end instead.
         """
         ctx, cfg = self.ctx, self.ctx.config
-        fifo = cfg.is_fifo
-        lanes = [
-            anyio.create_memory_object_stream[Batch](1 if fifo else cfg.workers)
-            for _ in range(cfg.workers if fifo else 1)
-        ]
         pages_in, pages_out = anyio.create_memory_object_stream[Page](cfg.queue_size)
         settled_in, settled_out = anyio.create_memory_object_stream[str](cfg.list_concurrency)
         listers = Listers(ctx, self.lister, plan)
@@ -180,13 +176,7 @@ class Scanner:
                     outer.start_soon(_committer, shards, settled_out.clone())
             async with settled_in, anyio.create_task_group() as tg:
                 tg.start_soon(listers.run, pages_in)
-                tg.start_soon(Decider(ctx, [s for s, _ in lanes], fifo=fifo).run, pages_out)
-                for _, batches in lanes:
-                    async with batches:
-                        if self.sender is None:
-                            continue  # dry run: nothing is ever batched
-                        for _ in range(cfg.workers // len(lanes)):
-                            tg.start_soon(run_sender, ctx, self.sender, batches.clone())
+                start_deciding(tg, ctx, self.sender, pages_out)
 
     def _prunable(self, files: Iterable[str]) -> set[str]:
         """State keys this run may prune: only keys that would be its candidates (not
@@ -211,6 +201,31 @@ class Scanner:
             "dry_run": cfg.dry_run,
         }
         log.info("scan start", extra=extra)
+
+
+def start_deciding(
+    tg: TaskGroup, ctx: RunContext, sender: Sender | None, pages: MemoryObjectReceiveStream[Page]
+) -> None:
+    """Start the decide and send stages on ``tg``: one decider over ``pages`` and the
+    senders of its lanes (a scan's listing pages, or the event path's one page).
+
+    Buffers: for a standard queue one lane of ``workers`` batches (an idle sender always
+    finds one ready); for FIFO one lane per sender with room for one batch, a message
+    group always on the same lane (its order kept, groups in parallel).
+    """
+    cfg = ctx.config
+    fifo = cfg.is_fifo
+    lanes = [
+        anyio.create_memory_object_stream[Batch](1 if fifo else cfg.workers)
+        for _ in range(cfg.workers if fifo else 1)
+    ]
+    tg.start_soon(Decider(ctx, [s for s, _ in lanes], fifo=fifo).run, pages)
+    for _, batches in lanes:
+        with batches:
+            if sender is None:
+                continue  # dry run: nothing is ever batched
+            for _ in range(cfg.workers // len(lanes)):
+                tg.start_soon(run_sender, ctx, sender, batches.clone())
 
 
 def _complete(ctx: RunContext) -> bool:

@@ -73,6 +73,21 @@ class Shards:
         ctx.shards[folder] = unit
         return unit
 
+    async def open_for(self, folder: str, key: str) -> Unit:
+        """The state unit that records ``key`` of ``folder``, loaded once per run and
+        registered (raises as :meth:`open`): the folder's shard, read whole.
+
+        The event path's one way from a key to its state unit; a folder listed by a
+        scan is opened by :meth:`open` instead.
+        """
+        unit = self.ctx.shards.get(folder)
+        if unit is None:
+            store = self.objects.store(shard_key(self.state_prefix, self.prefix, folder))
+            unit = await open_unit(self.ctx, store, folder=folder)
+            self._prepare(unit, whole_listing=False)
+            self.ctx.shards[folder] = unit
+        return unit
+
     def _from_head(self, store: StateStore, folder: str, head: ObjectHead | None) -> Unit | None:
         """The unit from the shard's first ``HEAD_BYTES``; None when the whole shard must
         be read (no fingerprint, fields after ``files``, another source bucket)."""
@@ -119,8 +134,9 @@ class Shards:
         if self.ctx.config.prune_missing and whole_listing:
             unit.unseen = set(unit.state.files)  # listed from its start: may prune
 
-    async def commit(self, folder: str, *, complete: bool) -> None:
-        """Write ``folder``'s shard if this run changed it, and drop it from memory.
+    async def commit(self, folder: str, *, complete: bool) -> bool:
+        """Write ``folder``'s shard if this run changed it, and drop it from memory;
+        False when the write failed (the run is then failed too).
 
         ``complete``: every page of the folder was listed and settled, so entries not
         listed are gone from S3 and are pruned (``PRUNE_MISSING``).
@@ -128,7 +144,7 @@ class Shards:
         ctx = self.ctx
         unit = ctx.shards.pop(folder, None)
         if unit is None or unit.head_only:
-            return  # unchanged by its fingerprint, or cut short before it was read
+            return True  # unchanged by its fingerprint, or cut short before it was read
         cfg = ctx.config
         changes = StateChanges(
             prefix=cfg.prefix, source_bucket=cfg.source_bucket, upserts=unit.upserts
@@ -138,12 +154,14 @@ class Shards:
             ctx.stats.pruned += len(changes.removed)
         rebind = unit.existed and unit.state.source_bucket != cfg.source_bucket
         if cfg.dry_run or (changes.is_empty() and not rebind):
-            return
+            return True
         try:
             await write_state(ctx, unit, changes)
         except DiscoveryError as exc:
             log.error("shard write failed", extra={"event": "state_write_error", "folder": folder})
             ctx.fail(StateError(f"state write failed: {exc}"))
+            return False
+        return True
 
     async def commit_rest(self) -> None:
         """Write the shards still held: folders that settled late, and folders cut

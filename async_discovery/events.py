@@ -1,0 +1,287 @@
+"""The event path: one batch of S3 notifications through the scan's stages.
+
+SPEC "Events". Where a scan produces candidates from a listing, a batch produces them
+from notifications, then hands them to the same decide, send and commit stages:
+
+1. **parse**: each record's body (:mod:`async_discovery.notifications`); a body that is
+   not JSON or not a notification fails its record;
+2. **select**: the discovery rule, one candidate per key however many events name it
+   (a file written twice, a record delivered twice);
+3. **head**: ``HeadObject`` per candidate, so what is decided and sent is the object's
+   *current* version: an event for an overwritten version sends the current one, a
+   deleted object sends nothing;
+4. **open**: each candidate's state unit, once per batch (the single object, or the
+   shard :meth:`Shards.open_for <async_discovery.stages.shards.Shards.open_for>` maps
+   the key to);
+5. **decide and send**: one page through the scan's decider and senders (same
+   :func:`decide`, same message and ``id``, ``Failed`` entries retried, FIFO groups);
+6. **commit**: each changed unit written once, with the scan's conditional write
+   (reload, merge and retry on a conflict): a batch of n events for one folder is at
+   most one write of it.
+
+A record is delivered again (``batchItemFailures``) when its body is bad, or a
+candidate it names could not be read, decided, sent or recorded; the others count as
+handled, including candidates deferred by ``MIN_OBJECT_AGE_SECONDS`` (the scan takes
+them) and deleted objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import anyio
+
+from .config import Config
+from .deadline import Deadline
+from .errors import DiscoveryError, StateConflict
+from .messages import iso_utc
+from .models import ListedObject, Page
+from .notifications import Candidate, SqsRecord, parse_record, select
+from .pipeline import start_deciding
+from .ports import ObjectHeads, Sender, StateObjects, StateStore
+from .resume import ListingProgress
+from .stages.commit import open_unit, restart_cursor, write_state
+from .stages.context import FLAT, RunContext
+from .stages.decide import Action, Decision, Tally
+from .stages.plan import FirstRun
+from .stages.shards import Shards
+from .stages.units import Unit
+from .state import State, StateChanges, apply
+from .state_codec import encode
+from .summary import EventStats, RunStats
+
+__all__ = ["EventBatch"]
+
+log = logging.getLogger("async_discovery")
+
+T = TypeVar("T")
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+class _Decisions(Tally):
+    """The run's tally, keeping each candidate's decision by key."""
+
+    def __init__(self, stats: RunStats) -> None:
+        super().__init__(stats)
+        self.by_key: dict[str, Decision] = {}
+
+    def decided(self, obj: ListedObject, decision: Decision) -> None:
+        self.by_key[obj.key] = decision
+        super().decided(obj, decision)
+
+
+class EventBatch:
+    """One batch of event records. Construct with the ports, call :meth:`run` once, read
+    :attr:`stats` and :attr:`events`. ``store`` is the single state object; ``objects``
+    the state prefix (``STATE_LAYOUT=folders``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        heads: ObjectHeads,
+        store: StateStore,
+        sender: Sender | None,
+        *,
+        objects: StateObjects | None = None,
+        stats: RunStats | None = None,
+        deadline: Deadline | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if sender is None and not config.dry_run:
+            raise ValueError("a sender is required unless dry_run")
+        if config.state_layout == "folders" and objects is None:
+            raise ValueError("the folders state layout needs the state objects")
+        self.heads, self.store, self.sender = heads, store, sender
+        self.stats = stats if stats is not None else RunStats()
+        self.events = EventStats()
+        self.tally = _Decisions(self.stats)
+        self.ctx = RunContext(config, self.stats, self.tally, deadline or Deadline(), clock)
+        self.ctx.progress[FLAT] = ListingProgress()
+        self.shards = Shards(self.ctx, objects) if objects is not None else None
+        self._failed: set[str] = set()
+
+    async def run(self, records: Sequence[Mapping[str, Any] | SqsRecord]) -> list[str]:
+        """Handle the batch; return the message ids to deliver again, in record order."""
+        cfg = self.ctx.config
+        parsed = [parse_record(record) for record in records]
+        self.events.records = len(parsed)
+        for record in parsed:
+            if record.problem is not None:
+                log.error(
+                    "unreadable record", extra={"event": "bad_record", "error": record.problem}
+                )
+                self._failed.add(record.message_id)
+        candidates, ignored = select(
+            parsed, bucket=cfg.source_bucket, prefix=cfg.prefix, skip_folders=cfg.skip_folders
+        )
+        self.stats.ignored.update(ignored)
+        current = await self._current(candidates)
+        units = await self._units(candidates, current)
+        self.events.units = len({id(unit) for unit in units.values()})
+        await self._decide_and_send(candidates, current, units)
+        await self._commit(candidates, units)
+        self.ctx.tally.close()
+        failed = list(dict.fromkeys(p.message_id for p in parsed if p.message_id in self._failed))
+        self.events.failed_records = len(failed)
+        return failed
+
+    def _fail(self, candidate: Candidate, why: str) -> None:
+        """``candidate``'s records are delivered again."""
+        self._failed.update(candidate.records)
+        log.error(why, extra={"event": "event_failed", "key": candidate.key})
+
+    async def _current(self, candidates: Mapping[str, Candidate]) -> dict[str, ListedObject]:
+        """Each candidate's current version (``HeadObject``); deleted ones left out."""
+        found: dict[str, ListedObject] = {}
+
+        async def head(candidate: Candidate) -> None:
+            try:
+                obj = await self.heads.head(candidate.key)
+            except DiscoveryError as exc:
+                self._fail(candidate, f"object not read: {exc}")
+                return
+            if obj is None:
+                self.events.deleted += 1
+                return
+            if candidate.etags - {obj.etag}:
+                self.events.superseded += 1  # an event named a version since overwritten
+            found[candidate.key] = obj
+
+        await _each(candidates.values(), self.ctx.config.workers, head)
+        return found
+
+    async def _units(
+        self, candidates: Mapping[str, Candidate], current: Mapping[str, ListedObject]
+    ) -> dict[str, Unit]:
+        """The state unit of each candidate with a current version, each loaded once;
+        a unit that cannot be loaded fails the records of its candidates."""
+        if not current:
+            return {}
+        # The first-run instant when this batch is the prefix's first run: its files are
+        # the first to arrive, every older one existed before (INITIAL_SCAN).
+        started = min(min(obj.last_modified for obj in current.values()), self.ctx.clock())
+        units: dict[str, Unit] = {}
+        try:
+            if self.shards is None:
+                unit = await self._open_single(started)
+                return dict.fromkeys(current, unit)
+            if self.ctx.config.initial_scan.mode != "all":
+                await self.shards.first_run(started)
+        except DiscoveryError as exc:
+            for key in current:
+                self._fail(candidates[key], f"state unusable: {exc}")
+            return {}
+        shards = self.shards
+        by_folder: dict[str, list[str]] = {}
+        for key in sorted(current):
+            by_folder.setdefault(candidates[key].folder, []).append(key)
+
+        async def open_folder(keys: list[str]) -> None:
+            for index, key in enumerate(keys):
+                try:
+                    units[key] = await shards.open_for(candidates[key].folder, key)
+                except DiscoveryError as exc:
+                    for rest in keys[index:]:
+                        self._fail(candidates[rest], f"state unusable: {exc}")
+                    return
+
+        await _each(by_folder.values(), self.ctx.config.list_concurrency, open_folder)
+        return units
+
+    async def _open_single(self, started: datetime) -> Unit:
+        """The single state object, with the prefix's first-run policy as a scan has it.
+
+        When the object does not exist and ``INITIAL_SCAN`` is not ``all``, this batch is
+        the prefix's first run: it creates the object with the policy in the prefix's
+        cursor first, so the next scan still marks (not sends) what existed before.
+        """
+        ctx, cfg = self.ctx, self.ctx.config
+        unit = ctx.single = await open_unit(ctx, self.store)
+        cursor = unit.state.cursors.get(cfg.prefix) or None
+        first = FirstRun.of(cfg, first=not unit.existed, cursor=cursor, started=started)
+        if first is not None and not unit.existed:
+            strategy = "flat" if cfg.list_strategy == "flat" else "folders"
+            policy = {**restart_cursor(strategy), "initial_scan": first.cursor_text()}
+            changes = StateChanges(cfg.prefix, cfg.source_bucket, cursor=policy)
+            body = encode(apply(State(), changes), iso_utc(ctx.clock()))
+            with contextlib.suppress(StateConflict):  # another run created it: its stands
+                await self.store.save(body, if_match=None)
+            unit = ctx.single = await open_unit(ctx, self.store)
+        unit.mark_before = first.mark_before if first is not None else None
+        return unit
+
+    async def _decide_and_send(
+        self,
+        candidates: Mapping[str, Candidate],
+        current: Mapping[str, ListedObject],
+        units: Mapping[str, Unit],
+    ) -> None:
+        """One page of every candidate with a unit through the decide and send stages,
+        in event order (a FIFO group keeps it); then each one's outcome."""
+        chosen = [(candidates[key], obj) for key, obj in current.items() if key in units]
+        chosen.sort(key=lambda pair: (pair[0].event_time or _LATEST, pair[0].key))
+        page = Page(None, 0, None, [(c.folder, obj) for c, obj in chosen], {}, 0)
+        pages_in, pages_out = anyio.create_memory_object_stream[Page](1)
+        async with anyio.create_task_group() as tg:
+            start_deciding(tg, self.ctx, self.sender, pages_out)
+            async with pages_in:
+                await pages_in.send(page)
+        dry_run = self.ctx.config.dry_run
+        for candidate, obj in chosen:
+            decision = self.tally.by_key.get(obj.key)
+            if decision is None:
+                self._fail(candidate, "not decided: deadline reached or queue unusable")
+            elif decision.action is Action.SEND and not dry_run:
+                entry = units[obj.key].upserts.get(obj.key)
+                if entry is None or entry.etag != obj.etag:
+                    self._fail(candidate, "message not sent")
+                elif candidate.event_time is not None:
+                    sent = datetime.fromisoformat(entry.queued_at.replace("Z", "+00:00"))
+                    lag = (sent - candidate.event_time).total_seconds()
+                    self.events.lags.append(max(0.0, lag))
+
+    async def _commit(self, candidates: Mapping[str, Candidate], units: Mapping[str, Unit]) -> None:
+        """Write each unit the batch changed, once; a failed write fails the records of
+        the files it would have recorded (they are sent again, with the same ``id``)."""
+        distinct = list({id(unit): unit for unit in units.values()}.values())
+
+        async def commit(unit: Unit) -> None:
+            if not await self._write(unit):
+                for key in unit.upserts:
+                    if key in candidates:
+                        self._fail(candidates[key], "state write failed")
+
+        await _each(distinct, self.ctx.config.list_concurrency, commit)
+
+    async def _write(self, unit: Unit) -> bool:
+        """One unit's conditional write, if it changed; False when it failed."""
+        if self.shards is not None and unit.folder is not None:
+            return await self.shards.commit(unit.folder, complete=False)
+        cfg = self.ctx.config
+        if cfg.dry_run or not unit.upserts:
+            return True
+        changes = StateChanges(cfg.prefix, cfg.source_bucket, upserts=unit.upserts)
+        try:
+            await write_state(self.ctx, unit, changes)
+        except DiscoveryError as exc:
+            log.error("state write failed", extra={"event": "state_write_error", "error": str(exc)})
+            return False
+        return True
+
+
+async def _each(items: Iterable[T], limit: int, work: Callable[[T], Awaitable[None]]) -> None:
+    """``work`` on every item, at most ``limit`` at once: workers over one iterator,
+    not a task per item (a batch may name thousands of files)."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await work(item)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(limit):
+            tg.start_soon(worker)
