@@ -35,6 +35,9 @@ log = logging.getLogger("async_discovery")
 # A shard's first bytes read when its folder is listed from the start: the fields
 # before "files" (a few hundred bytes as written here), or the whole of a small shard.
 HEAD_BYTES = 16 * 1024
+# The field of a shard the event path created under a first-run policy: the folder has
+# not been listed since, so a scan still marks (not sends) what it finds older.
+FIRST_PASS = "initial_scan"
 
 
 class Shards:
@@ -78,13 +81,16 @@ class Shards:
         registered (raises as :meth:`open`): the folder's shard, read whole.
 
         The event path's one way from a key to its state unit; a folder listed by a
-        scan is opened by :meth:`open` instead.
+        scan is opened by :meth:`open` instead. A shard this creates under a first-run
+        policy carries :data:`FIRST_PASS`, for the scan that lists the folder later.
         """
         unit = self.ctx.shards.get(folder)
         if unit is None:
             store = self.objects.store(shard_key(self.state_prefix, self.prefix, folder))
             unit = await open_unit(self.ctx, store, folder=folder)
             self._prepare(unit, whole_listing=False)
+            if self.first is not None and not unit.existed:
+                unit.state.extra[FIRST_PASS] = self.first.cursor_text()
             self.ctx.shards[folder] = unit
         return unit
 
@@ -129,7 +135,7 @@ class Shards:
         """The first-run policy of a new folder; what a listing from its start prunes."""
         if unit.head_only:
             return
-        if not unit.existed and self.first is not None:
+        if self.first is not None and (not unit.existed or FIRST_PASS in unit.state.extra):
             unit.mark_before = self.first.mark_before  # a folder new since the first run
         if self.ctx.config.prune_missing and whole_listing:
             unit.unseen = set(unit.state.files)  # listed from its start: may prune
