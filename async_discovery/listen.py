@@ -57,6 +57,7 @@ class Listener:
 
     config: Config
     options: ListenOptions
+    emit_metrics: bool = True  # one EMF record per batch on stderr, as the Lambda writes
     totals: Counter[str] = dataclasses.field(default_factory=Counter)
     stopping: bool = False
     signal_name: str | None = None
@@ -87,7 +88,9 @@ class Listener:
                     # The batch's calls: its polls, its work (its deletes count in the next).
                     stats = RunStats(api_calls=calls)
                     records = [SqsRecord(m.message_id, m.body) for m in batch]
-                    failed, summary = await run_events(cfg, records, clients=clients, stats=stats)
+                    failed, summary = await run_events(
+                        cfg, records, clients=clients, stats=stats, emit_metrics=self.emit_metrics
+                    )
                     calls.clear()
                     failed_ids = set(failed)
                     await queue.delete([m for m in batch if m.message_id not in failed_ids])

@@ -394,4 +394,5 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, second = (json.loads(line) for line in proc.stdout.splitlines())
     assert first["queued"] == 5 and second["queued"] == 0
+    assert "event path: put incoming/sales/2026-11-03.csv: on the queue" in proc.stderr
     assert "demo ok" in proc.stderr
