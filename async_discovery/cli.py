@@ -441,9 +441,12 @@ def _add_listen(
     listen.add_argument(
         "--batch-size",
         type=int,
-        default=10,
+        default=100,
         help=_help(
-            "records per batch, 1-10000, as the event source mapping's BatchSize; default 10", None
+            "records per batch, 1-10000, as the event source mapping's BatchSize; default 100 "
+            "(a batch is what the queue has at once, up to this: small when files trickle "
+            "in, larger under a burst, so a folder's state is written once per batch)",
+            None,
         ),
     )
     listen.add_argument(

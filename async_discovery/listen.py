@@ -37,6 +37,9 @@ from .summary import RunStats
 log = logging.getLogger("async_discovery")
 
 EXIT_OK, EXIT_FAILED = 0, 1
+# ReceiveMessage calls in flight while a batch is filled from a backlog (each takes at
+# most ten messages): what an event source mapping's pollers do, within one batch.
+POLLERS = 4
 # The totals printed when the loop ends (one JSON line on stdout).
 _TOTALS = ("queued", "skipped", "errors", "ignored", "deferred", "deleted", "superseded")
 
@@ -46,7 +49,7 @@ class ListenOptions:
     """How batches are gathered, as an event source mapping's ``BatchSize`` and
     ``MaximumBatchingWindowInSeconds``; ``wait_seconds``: the long poll (0-20)."""
 
-    batch_size: int = 10
+    batch_size: int = 100
     window_seconds: float = 0.0
     wait_seconds: int = 20
 
@@ -100,21 +103,27 @@ class Listener:
 
     async def _gather(self, queue: SqsEventsQueue) -> list[Received]:
         """One batch: a long poll for the first messages, then more until the batch is
-        full, or the window has passed and the queue has nothing more at once."""
+        full, or the window has passed and the last poll came back short (the queue has
+        no backlog: handling now beats waiting for files that trickle in)."""
         size, window = self.options.batch_size, self.options.window_seconds
         batch: list[Received] = []
         with anyio.CancelScope() as self._poll:
             if self.stopping:
                 return batch
-            batch += await queue.receive(size, wait_seconds=self.options.wait_seconds)
+            more = await queue.receive(size, wait_seconds=self.options.wait_seconds)
+            batch += more
+            asked = min(MAX_BATCH, size)
             until = anyio.current_time() + window
             while batch and len(batch) < size and not self.stopping:
                 left = until - anyio.current_time()
-                more = await queue.receive(size - len(batch), wait_seconds=int(max(0.0, left)))
-                batch += more
-                if not more and left <= 0:
+                if left <= 0 and len(more) < asked:
                     break
-                if not more:
+                wait = int(left) if left >= 1 else 0
+                wanted = size - len(batch)
+                asked = min(wanted, POLLERS * MAX_BATCH)
+                more = await _receive_many(queue, asked, wait)
+                batch += more
+                if not more and left > 0:
                     await anyio.sleep(min(0.05, left))
         self._poll = None
         # A signal abandons the poll in flight, not the messages already in hand.
@@ -126,6 +135,20 @@ class Listener:
         self.totals["failed_records"] += int(summary["failed_records"])
         for name in _TOTALS:
             self.totals[name] += int(summary.get(name) or 0)
+
+
+async def _receive_many(queue: SqsEventsQueue, count: int, wait: int) -> list[Received]:
+    """Up to ``count`` messages from parallel polls of at most ten each (a backlog is
+    gathered ``POLLERS`` polls at a time, not one after another)."""
+    got: list[Received] = []
+
+    async def poll(n: int) -> None:
+        got.extend(await queue.receive(n, wait_seconds=wait))
+
+    async with anyio.create_task_group() as tg:
+        for start in range(0, count, MAX_BATCH):
+            tg.start_soon(poll, min(MAX_BATCH, count - start))
+    return got
 
 
 async def _watch_signals(listener: Listener) -> None:

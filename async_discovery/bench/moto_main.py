@@ -7,11 +7,24 @@ message, so each send costs O(messages already in the queue) and a cold run into
 undrained queue slows down quadratically whatever the client does (measured: ~0.6 s per
 10-entry batch at a depth of ~3,000, ~20 ms at ~100).
 
-This module applies ONE bench-only patch in the moto server process, then runs moto's
+This module applies bench-only patches in the moto server process, then runs moto's
 own ``main``: while a send is being handled, the three counters read as 0 instead of
-being computed (nothing on the send path uses them). ``GetQueueAttributes`` and every
-other call still compute them exactly. The same server serves the scanner and both
-references, so the ratios stay honest. Nothing here is imported by the scanner.
+being computed (nothing on the send path uses them). ``ReceiveMessage`` has the same
+cost per message received (it reads the queue's ``MessageRetentionPeriod`` through the
+same attributes), so the counters read as 0 while a receive is handled too.
+``GetQueueAttributes`` and every other call still compute them exactly. The same server
+serves the scanner and both references, so the ratios stay honest. Nothing here is
+imported by the scanner.
+
+The event bench (``--events``) drains a backlog of 20,000 notifications, which stock
+moto makes quadratic twice over, whatever the client does: each message of a
+``DeleteMessageBatch`` is deleted with two passes over every message of the queue, and
+every ``ReceiveMessage`` lists the queue's visible messages with two clock reads per
+stored message (~200 ms of server CPU per receive at a depth of 20,000: minutes for the
+backlog). Two more patches: a batch's messages are deleted in one pass, with the same
+answers (``Successful``, ``Failed`` with ``ReceiptHandleIsInvalid``), and the visible
+messages are listed with one clock read per listing (same predicate: visible and not
+delayed).
 """
 
 from __future__ import annotations
@@ -42,16 +55,71 @@ def apply_patch() -> None:
 
     for name in _COUNTERS:
         setattr(models.Queue, name, _lazy(getattr(models.Queue, name).fget))
-    original_send = models.SQSBackend.send_message
+    for name in ("send_message", "receive_message"):
+        setattr(models.SQSBackend, name, _quiet(getattr(models.SQSBackend, name)))
 
-    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+
+def _quiet(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``original`` with the queue counters read as 0 while it runs."""
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         _LOCAL.sending = True
         try:
-            return original_send(self, *args, **kwargs)
+            return original(self, *args, **kwargs)
         finally:
             _LOCAL.sending = False
 
-    models.SQSBackend.send_message = send_message  # type: ignore[method-assign]
+    return method
+
+
+def apply_receive_patch() -> None:
+    """``Queue.messages`` with one clock read per call (see the module docstring)."""
+    from moto.core.utils import unix_time_millis
+    from moto.sqs import models
+
+    def messages(self: Any) -> list[Any]:
+        now = unix_time_millis()
+        # Message.visible is ``now > visible_at``; Message.delayed is ``now < delayed_until``.
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    models.Queue.messages = property(messages)  # type: ignore[method-assign,assignment]
+
+
+def apply_delete_patch() -> None:
+    """``DeleteMessageBatch`` in one pass over the queue (see the module docstring)."""
+    from moto.sqs import models
+
+    def delete_message_batch(
+        self: Any, queue_name: str, receipts: list[dict[str, Any]]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        queue = self.get_queue(queue_name)
+        wanted = {r["ReceiptHandle"]: r["Id"] for r in receipts}
+        found: set[str] = set()
+        kept = []
+        for message in queue._messages:
+            old = message._old_receipt_handles
+            if message.receipt_handle not in wanted and not (old and any(h in wanted for h in old)):
+                kept.append(message)
+                continue
+            handles = [message.receipt_handle, *old]
+            found.update(h for h in handles if h in wanted)
+            queue.pending_messages.discard(message)
+            queue.deleted_messages.update(h for h in handles if h)
+        queue._messages = kept
+        success = [i for h, i in wanted.items() if h in found or h in queue.deleted_messages]
+        errors = [
+            {
+                "Id": i,
+                "SenderFault": True,
+                "Code": "ReceiptHandleIsInvalid",
+                "Message": f'The input receipt handle "{h}" is not a valid receipt handle.',
+            }
+            for h, i in wanted.items()
+            if not (h in found or h in queue.deleted_messages)
+        ]
+        return success, errors
+
+    models.SQSBackend.delete_message_batch = delete_message_batch  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         args.remove("--stock")
     else:
         apply_patch()
+        apply_receive_patch()
+        apply_delete_patch()
     moto_main(args)
 
 
