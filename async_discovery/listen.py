@@ -82,7 +82,9 @@ class Listener:
         assert cfg.events_queue_url is not None
         calls: Counter[str] = Counter()
         with anyio.CancelScope() as self._all:
-            async with open_clients(cfg, calls) as clients:
+            # The deletes run in the background while the next batch is polled (a batch
+            # is done with its messages once handled); the loop waits for them at the end.
+            async with open_clients(cfg, calls) as clients, anyio.create_task_group() as bg:
                 queue = SqsEventsQueue(clients.sqs, cfg.events_queue_url)
                 while not self.stopping:
                     batch = await self._gather(queue)
@@ -96,7 +98,9 @@ class Listener:
                     )
                     calls.clear()
                     failed_ids = set(failed)
-                    await queue.delete([m for m in batch if m.message_id not in failed_ids])
+                    bg.start_soon(
+                        queue.delete, [m for m in batch if m.message_id not in failed_ids]
+                    )
                     self._count(summary)
                     if on_batch is not None:
                         on_batch(summary)
@@ -164,8 +168,9 @@ async def _main(listener: Listener) -> int:
         tg.start_soon(_watch_signals, listener)
         try:
             await listener.run()
-        except DiscoveryError as exc:
-            log.error("events queue unusable", extra={"event": "queue_error", "error": str(exc)})
+        except* DiscoveryError as group:  # from the loop, or its task group
+            error = "; ".join(str(exc) for exc in group.exceptions)
+            log.error("events queue unusable", extra={"event": "queue_error", "error": error})
             listener.totals["error"] = 1
         tg.cancel_scope.cancel()
     return EXIT_FAILED if listener.totals.get("error") else EXIT_OK
