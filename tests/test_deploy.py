@@ -163,6 +163,7 @@ def test_template_role_grants_what_iam_policy_prints(state_bucket: str) -> None:
         "StatePrefix": "state/processed_files/",
         "QueueArn": "arn:aws:sqs:us-east-1:123456789012:files",
         "DoctorPermissions": "false",
+        "Events": "none",
     }
     conditions = {
         name: bool(_resolve(spec, params, {})) for name, spec in template["Conditions"].items()
