@@ -41,7 +41,7 @@ from .errors import DiscoveryError, StateConflict
 from .messages import iso_utc
 from .models import ListedObject, Page
 from .notifications import Candidate, SqsRecord, parse_record, select
-from .pipeline import start_deciding
+from .pipeline import check_ports, start_deciding
 from .ports import ObjectHeads, Sender, StateObjects, StateStore
 from .resume import ListingProgress
 from .stages.commit import open_unit, restart_cursor, write_state
@@ -91,10 +91,7 @@ class EventBatch:
         deadline: Deadline | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        if sender is None and not config.dry_run:
-            raise ValueError("a sender is required unless dry_run")
-        if config.state_layout == "folders" and objects is None:
-            raise ValueError("the folders state layout needs the state objects")
+        check_ports(config, sender, objects)
         self.heads, self.store, self.sender = heads, store, sender
         self.stats = stats if stats is not None else RunStats()
         self.events = EventStats()

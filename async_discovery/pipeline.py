@@ -39,7 +39,7 @@ from .stages.send import run_sender
 from .stages.shards import Shards
 from .summary import RunStats
 
-__all__ = ["Explain", "Scanner", "start_deciding"]
+__all__ = ["Explain", "Scanner", "check_ports", "start_deciding"]
 
 log = logging.getLogger("async_discovery")
 
@@ -65,10 +65,7 @@ class Scanner:
         explain: Explain | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        if sender is None and not config.dry_run:
-            raise ValueError("a sender is required unless dry_run")
-        if config.state_layout == "folders" and objects is None:
-            raise ValueError("the folders state layout needs the state objects")
+        check_ports(config, sender, objects)
         self.lister, self.store, self.sender = lister, store, sender
         self.stats = stats if stats is not None else RunStats()
         self._started = clock()
@@ -201,6 +198,15 @@ class Scanner:
             "dry_run": cfg.dry_run,
         }
         log.info("scan start", extra=extra)
+
+
+def check_ports(config: Config, sender: Sender | None, objects: StateObjects | None) -> None:
+    """Refuse a run that could not do its job: no sender (unless a dry run), or no state
+    objects for the folders layout."""
+    if sender is None and not config.dry_run:
+        raise ValueError("a sender is required unless dry_run")
+    if config.state_layout == "folders" and objects is None:
+        raise ValueError("the folders state layout needs the state objects")
 
 
 def start_deciding(

@@ -80,8 +80,9 @@ def percentile(values: list[float], q: float) -> float:
 class Listen:
     """``async-discovery listen`` in a process of its own; its batches as they come."""
 
-    def __init__(self, env: Mapping[str, str], *args: str) -> None:
+    def __init__(self, env: Mapping[str, str], *args: str, log: str | None = None) -> None:
         command = [sys.executable, "-m", "async_discovery", "listen", *args]
+        self.log = log  # every line of its stderr is kept here (None: summaries only)
         self.proc = subprocess.Popen(
             command, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -92,9 +93,11 @@ class Listen:
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            if line.startswith("{") and '"events_summary"' in line:
-                self.batches.append((time.monotonic(), json.loads(line)))
+        with open(self.log or os.devnull, "a", encoding="utf-8") as kept:
+            for line in self.proc.stderr:
+                kept.write(line)
+                if line.startswith("{") and '"events_summary"' in line:
+                    self.batches.append((time.monotonic(), json.loads(line)))
 
     def handled(self) -> int:
         """Records handled so far."""
@@ -123,7 +126,7 @@ class Listen:
 
 @contextmanager
 def listening(env: Mapping[str, str], *args: str) -> Iterator[Listen]:
-    listen = Listen(env, *args)
+    listen = Listen(env, *args, log=os.environ.get("ASYNC_DISCOVERY_BENCH_LISTEN_LOG"))
     try:
         yield listen
     finally:

@@ -21,7 +21,8 @@ moto makes quadratic twice over, whatever the client does: each message of a
 ``DeleteMessageBatch`` is deleted with two passes over every message of the queue, and
 every ``ReceiveMessage`` lists the queue's visible messages with two clock reads per
 stored message (~200 ms of server CPU per receive at a depth of 20,000: minutes for the
-backlog). Two more patches: a batch's messages are deleted in one pass, with the same
+backlog). Two more patches: a batch's messages are deleted in one pass under the
+queue's lock (stock moto's delete is not safe against a concurrent one), with the same
 answers (``Successful``, ``Failed`` with ``ReceiptHandleIsInvalid``), and the visible
 messages are listed with one clock read per listing (same predicate: visible and not
 delayed).
@@ -95,17 +96,23 @@ def apply_delete_patch() -> None:
         queue = self.get_queue(queue_name)
         wanted = {r["ReceiptHandle"]: r["Id"] for r in receipts}
         found: set[str] = set()
-        kept = []
-        for message in queue._messages:
-            old = message._old_receipt_handles
-            if message.receipt_handle not in wanted and not (old and any(h in wanted for h in old)):
-                kept.append(message)
-                continue
-            handles = [message.receipt_handle, *old]
-            found.update(h for h in handles if h in wanted)
-            queue.pending_messages.discard(message)
-            queue.deleted_messages.update(h for h in handles if h)
-        queue._messages = kept
+        # Under the queue's lock: stock moto rebuilds the message list without one, so
+        # two deletes at once (werkzeug serves each request in a thread) can undo each
+        # other's work and leave deleted messages in flight.
+        with queue._messages_lock:
+            kept = []
+            for message in queue._messages:
+                old = message._old_receipt_handles
+                if message.receipt_handle not in wanted and not (
+                    old and any(h in wanted for h in old)
+                ):
+                    kept.append(message)
+                    continue
+                handles = [message.receipt_handle, *old]
+                found.update(h for h in handles if h in wanted)
+                queue.pending_messages.discard(message)
+                queue.deleted_messages.update(h for h in handles if h)
+            queue._messages = kept
         success = [i for h, i in wanted.items() if h in found or h in queue.deleted_messages]
         errors = [
             {
