@@ -116,9 +116,8 @@ class EventBatch:
             parsed, bucket=cfg.source_bucket, prefix=cfg.prefix, skip_folders=cfg.skip_folders
         )
         self.stats.ignored.update(ignored)
-        current = await self._current(candidates)
-        units = await self._units(candidates, current)
-        self.events.units = len({id(unit) for unit in units.values()})
+        current, units = await self._read(candidates)
+        self.events.state_units = len({id(unit) for unit in units.values()})
         await self._decide_and_send(candidates, current, units)
         await self._commit(candidates, units)
         self.ctx.tally.close()
@@ -151,30 +150,61 @@ class EventBatch:
         await _each(candidates.values(), self.ctx.config.workers, head)
         return found
 
+    async def _read(
+        self, candidates: Mapping[str, Candidate]
+    ) -> tuple[dict[str, ListedObject], dict[str, Unit]]:
+        """Each candidate's current version and its state unit (none for a deleted one).
+
+        Both are read at once (the unit of an object found deleted is then read for
+        nothing, which is rare), except under a first-run policy: there the oldest
+        current version may fix the policy's instant, so the units are read after.
+        """
+        now = self.ctx.clock()
+        if self.ctx.config.initial_scan.mode != "all":
+            current = await self._current(candidates)
+            # The first-run instant when this batch is the prefix's first run: its files
+            # are the first to arrive, every older one existed before (INITIAL_SCAN).
+            started = min([now, *(obj.last_modified for obj in current.values())])
+            units, unusable = await self._units(candidates, list(current), started)
+        else:
+            current, units, unusable = {}, {}, {}
+
+            async def heads() -> None:
+                current.update(await self._current(candidates))
+
+            async def states() -> None:
+                opened, failed = await self._units(candidates, list(candidates), now)
+                units.update(opened)
+                unusable.update(failed)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(heads)
+                tg.start_soon(states)
+        for key, why in unusable.items():
+            if key in current:
+                self._fail(candidates[key], why)
+        return current, {key: unit for key, unit in units.items() if key in current}
+
     async def _units(
-        self, candidates: Mapping[str, Candidate], current: Mapping[str, ListedObject]
-    ) -> dict[str, Unit]:
-        """The state unit of each candidate with a current version, each loaded once;
-        a unit that cannot be loaded fails the records of its candidates."""
-        if not current:
-            return {}
-        # The first-run instant when this batch is the prefix's first run: its files are
-        # the first to arrive, every older one existed before (INITIAL_SCAN).
-        started = min(min(obj.last_modified for obj in current.values()), self.ctx.clock())
+        self, candidates: Mapping[str, Candidate], keys: list[str], started: datetime
+    ) -> tuple[dict[str, Unit], dict[str, str]]:
+        """The state unit of each of ``keys``, each unit loaded once, and why the keys
+        whose unit cannot be loaded have none."""
         units: dict[str, Unit] = {}
+        unusable: dict[str, str] = {}
+        if not keys:
+            return units, unusable
         try:
             if self.shards is None:
                 unit = await self._open_single(started)
-                return dict.fromkeys(current, unit)
+                return dict.fromkeys(keys, unit), unusable
             if self.ctx.config.initial_scan.mode != "all":
                 await self.shards.first_run(started)
         except DiscoveryError as exc:
-            for key in current:
-                self._fail(candidates[key], f"state unusable: {exc}")
-            return {}
+            return units, dict.fromkeys(keys, f"state unusable: {exc}")
         shards = self.shards
         by_folder: dict[str, list[str]] = {}
-        for key in sorted(current):
+        for key in sorted(keys):
             by_folder.setdefault(candidates[key].folder, []).append(key)
 
         async def open_folder(keys: list[str]) -> None:
@@ -182,12 +212,11 @@ class EventBatch:
                 try:
                     units[key] = await shards.open_for(candidates[key].folder, key)
                 except DiscoveryError as exc:
-                    for rest in keys[index:]:
-                        self._fail(candidates[rest], f"state unusable: {exc}")
+                    unusable.update(dict.fromkeys(keys[index:], f"state unusable: {exc}"))
                     return
 
-        await _each(by_folder.values(), self.ctx.config.list_concurrency, open_folder)
-        return units
+        await _each(by_folder.values(), self.ctx.config.workers, open_folder)
+        return units, unusable
 
     async def _open_single(self, started: datetime) -> Unit:
         """The single state object, with the prefix's first-run policy as a scan has it.
@@ -252,7 +281,7 @@ class EventBatch:
                     if key in candidates:
                         self._fail(candidates[key], "state write failed")
 
-        await _each(distinct, self.ctx.config.list_concurrency, commit)
+        await _each(distinct, self.ctx.config.workers, commit)
 
     async def _write(self, unit: Unit) -> bool:
         """One unit's conditional write, if it changed; False when it failed."""
@@ -272,7 +301,9 @@ class EventBatch:
 
 async def _each(items: Iterable[T], limit: int, work: Callable[[T], Awaitable[None]]) -> None:
     """``work`` on every item, at most ``limit`` at once: workers over one iterator,
-    not a task per item (a batch may name thousands of files)."""
+    not a task per item (a batch may name thousands of files). The batch's reads
+    (``HeadObject``, state units) and writes go ``WORKERS`` at a time: small requests,
+    each its own object."""
     pending = iter(items)
 
     async def worker() -> None:

@@ -56,7 +56,7 @@ def emf_record(
 
 
 EVENTS_PATH = "events"
-_EVENT_COUNTS = ("records", "failed_records", "deleted", "superseded", "units")
+_EVENT_COUNTS = ("records", "failed_records", "deleted", "superseded", "state_units")
 
 
 def events_emf_record(

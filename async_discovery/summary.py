@@ -114,7 +114,7 @@ class EventStats:
     failed_records: int = 0
     deleted: int = 0  # candidates whose object no longer exists: nothing sent
     superseded: int = 0  # events for a version since overwritten: the current one decided
-    units: int = 0  # state units (the object, shards) the batch's candidates fall in
+    state_units: int = 0  # state units (the object, shards) its candidates fall in
     lags: list[float] = dataclasses.field(default_factory=list)  # event time to send, s
 
     def lag(self) -> tuple[float | None, float | None]:
@@ -151,7 +151,7 @@ def build_events_summary(
         "superseded": events.superseded,
         "lag_p50_seconds": p50,
         "lag_max_seconds": worst,
-        "state_units": events.units,
+        "state_units": events.state_units,
         "state_objects_read": stats.state_objects_read,
         "state_objects_written": stats.state_objects_written,
         "api_calls": dict(sorted(stats.api_calls.items())),
