@@ -98,7 +98,8 @@ class EventBatch:
         self.tally = _Decisions(self.stats)
         self.ctx = RunContext(config, self.stats, self.tally, deadline or Deadline(), clock)
         self.ctx.progress[FLAT] = ListingProgress()
-        self.shards = Shards(self.ctx, objects) if objects is not None else None
+        folders = config.state_layout == "folders" and objects is not None
+        self.shards = Shards(self.ctx, objects) if folders and objects is not None else None
         self._failed: set[str] = set()
 
     async def run(self, records: Sequence[Mapping[str, Any] | SqsRecord]) -> list[str]:
@@ -126,8 +127,7 @@ class EventBatch:
         return failed
 
     def _fail(self, candidate: Candidate, why: str) -> None:
-        """``candidate``'s records are delivered again."""
-        self._failed.update(candidate.records)
+        self._failed.update(candidate.records)  # delivered again
         log.error(why, extra={"event": "event_failed", "key": candidate.key})
 
     async def _current(self, candidates: Mapping[str, Candidate]) -> dict[str, ListedObject]:
@@ -196,7 +196,7 @@ class EventBatch:
             return units, unusable
         try:
             if self.shards is None:
-                unit = await self._open_single(started)
+                unit = await open_single(self.ctx, self.store, started)
                 return dict.fromkeys(keys, unit), unusable
             if self.ctx.config.initial_scan.mode != "all":
                 await self.shards.first_run(started)
@@ -217,28 +217,6 @@ class EventBatch:
 
         await _each(by_folder.values(), self.ctx.config.workers, open_folder)
         return units, unusable
-
-    async def _open_single(self, started: datetime) -> Unit:
-        """The single state object, with the prefix's first-run policy as a scan has it.
-
-        When the object does not exist and ``INITIAL_SCAN`` is not ``all``, this batch is
-        the prefix's first run: it creates the object with the policy in the prefix's
-        cursor first, so the next scan still marks (not sends) what existed before.
-        """
-        ctx, cfg = self.ctx, self.ctx.config
-        unit = ctx.single = await open_unit(ctx, self.store)
-        cursor = unit.state.cursors.get(cfg.prefix) or None
-        first = FirstRun.of(cfg, first=not unit.existed, cursor=cursor, started=started)
-        if first is not None and not unit.existed:
-            strategy = "flat" if cfg.list_strategy == "flat" else "folders"
-            policy = {**restart_cursor(strategy), "initial_scan": first.cursor_text()}
-            changes = StateChanges(cfg.prefix, cfg.source_bucket, cursor=policy)
-            body = encode(apply(State(), changes), iso_utc(ctx.clock()))
-            with contextlib.suppress(StateConflict):  # another run created it: its stands
-                await self.store.save(body, if_match=None)
-            unit = ctx.single = await open_unit(ctx, self.store)
-        unit.mark_before = first.mark_before if first is not None else None
-        return unit
 
     async def _decide_and_send(
         self,
@@ -276,27 +254,51 @@ class EventBatch:
         distinct = list({id(unit): unit for unit in units.values()}.values())
 
         async def commit(unit: Unit) -> None:
-            if not await self._write(unit):
+            if not await write_unit(self.ctx, self.shards, unit):
                 for key in unit.upserts:
                     if key in candidates:
                         self._fail(candidates[key], "state write failed")
 
         await _each(distinct, self.ctx.config.workers, commit)
 
-    async def _write(self, unit: Unit) -> bool:
-        """One unit's conditional write, if it changed; False when it failed."""
-        if self.shards is not None and unit.folder is not None:
-            return await self.shards.commit(unit.folder, complete=False)
-        cfg = self.ctx.config
-        if cfg.dry_run or not unit.upserts:
-            return True
-        changes = StateChanges(cfg.prefix, cfg.source_bucket, upserts=unit.upserts)
-        try:
-            await write_state(self.ctx, unit, changes)
-        except DiscoveryError as exc:
-            log.error("state write failed", extra={"event": "state_write_error", "error": str(exc)})
-            return False
+
+async def write_unit(ctx: RunContext, shards: Shards | None, unit: Unit) -> bool:
+    """One unit's conditional write, if the batch changed it; False when it failed."""
+    if shards is not None and unit.folder is not None:
+        return await shards.commit(unit.folder, complete=False)
+    cfg = ctx.config
+    if cfg.dry_run or not unit.upserts:
         return True
+    changes = StateChanges(cfg.prefix, cfg.source_bucket, upserts=unit.upserts)
+    try:
+        await write_state(ctx, unit, changes)
+    except DiscoveryError as exc:
+        log.error("state write failed", extra={"event": "state_write_error", "error": str(exc)})
+        return False
+    return True
+
+
+async def open_single(ctx: RunContext, store: StateStore, started: datetime) -> Unit:
+    """The single state object, with the prefix's first-run policy as a scan has it.
+
+    When the object does not exist and ``INITIAL_SCAN`` is not ``all``, this batch is
+    the prefix's first run: it creates the object with the policy in the prefix's
+    cursor first, so the next scan still marks (not sends) what existed before.
+    """
+    cfg = ctx.config
+    unit = ctx.single = await open_unit(ctx, store)
+    cursor = unit.state.cursors.get(cfg.prefix) or None
+    first = FirstRun.of(cfg, first=not unit.existed, cursor=cursor, started=started)
+    if first is not None and not unit.existed:
+        strategy = "flat" if cfg.list_strategy == "flat" else "folders"
+        policy = {**restart_cursor(strategy), "initial_scan": first.cursor_text()}
+        changes = StateChanges(cfg.prefix, cfg.source_bucket, cursor=policy)
+        body = encode(apply(State(), changes), iso_utc(ctx.clock()))
+        with contextlib.suppress(StateConflict):  # another run created it: its stands
+            await store.save(body, if_match=None)
+        unit = ctx.single = await open_unit(ctx, store)
+    unit.mark_before = first.mark_before if first is not None else None
+    return unit
 
 
 async def _each(items: Iterable[T], limit: int, work: Callable[[T], Awaitable[None]]) -> None:

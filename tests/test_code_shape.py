@@ -6,7 +6,11 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "async_discovery"
-PIPELINE = [PACKAGE / "pipeline.py", *sorted((PACKAGE / "stages").glob("*.py"))]
+PIPELINE = [
+    PACKAGE / "pipeline.py",
+    PACKAGE / "events.py",
+    *sorted((PACKAGE / "stages").glob("*.py")),
+]
 
 
 def sizes(kinds: tuple[type[ast.AST], ...]) -> dict[str, int]:

@@ -77,13 +77,9 @@ class Shards:
         return unit
 
     async def open_for(self, folder: str, key: str) -> Unit:
-        """The state unit that records ``key`` of ``folder``, loaded once per run and
-        registered (raises as :meth:`open`): the folder's shard, read whole.
-
-        The event path's one way from a key to its state unit; a folder listed by a
-        scan is opened by :meth:`open` instead. A shard this creates under a first-run
-        policy carries :data:`FIRST_PASS`, for the scan that lists the folder later.
-        """
+        """The unit recording ``key`` of ``folder`` (its shard, read whole), loaded once
+        per run (raises as :meth:`open`): the event path's one way from a key to its
+        unit. A shard it creates under a first-run policy carries :data:`FIRST_PASS`."""
         unit = self.ctx.shards.get(folder)
         if unit is None:
             store = self.objects.store(shard_key(self.state_prefix, self.prefix, folder))
