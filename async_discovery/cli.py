@@ -1,5 +1,5 @@
-"""The ``async-discovery`` command: ``scan``, ``plan``, ``sum``, ``demo``, ``seed``,
-``iam-policy``, ``doctor``, ``state migrate``, ``bench`` and ``moto-server``.
+"""The ``async-discovery`` command: ``scan``, ``listen``, ``plan``, ``sum``, ``demo``,
+``seed``, ``iam-policy``, ``doctor``, ``state migrate``, ``bench`` and ``moto-server``.
 
 Exit status of ``scan`` (SPEC): 0 when statusCode is 200, 3 when 207, 1 when 500 and 2
 for usage errors; 130 / 143 when SIGINT / SIGTERM stopped it (:mod:`.interrupts`). The
@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     scan.set_defaults(func=cmd_scan, reads_config=True)
+    _add_listen(sub, common, formatter)
 
     plan = sub.add_parser(
         "plan",
@@ -506,6 +507,75 @@ async def _interruptible_scan(
         seconds = time.perf_counter() - started
         summary = build_summary(stats, seconds, error=interrupts.abort_error())
     return summary, interrupts.exit_status
+
+
+def _add_listen(
+    sub: Any, common: list[argparse.ArgumentParser], formatter: type[argparse.HelpFormatter]
+) -> None:
+    listen = sub.add_parser(
+        "listen",
+        help="handle S3 Event Notifications from an events queue until SIGINT/SIGTERM",
+        description="Long-poll the events queue (S3 Event Notifications, direct, through SNS "
+        "or EventBridge), handle each batch exactly as the Lambda function does (same "
+        "decisions, messages, state writes, log line and metrics record) and delete the "
+        "handled messages. SIGINT/SIGTERM: finish the batch in hand, print the totals as "
+        "one JSON line, exit 0 (1 when the events queue cannot be read or the "
+        "configuration is invalid). docs/events.md.",
+        formatter_class=formatter,
+        parents=common,
+    )
+    _add_config_flags(listen)
+    _add_setting(listen, "events_queue_url")
+    listen.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help=_help(
+            "records per batch, 1-10000, as the event source mapping's BatchSize; default 100 "
+            "(a batch is what the queue has at once, up to this: small when files trickle "
+            "in, larger under a burst, so a folder's state is written once per batch)",
+            None,
+        ),
+    )
+    listen.add_argument(
+        "--batch-window",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=_help(
+            "wait up to this long to fill a batch, as MaximumBatchingWindowInSeconds;"
+            " default 0 (a batch is what the queue has at once)",
+            None,
+        ),
+    )
+    listen.add_argument(
+        "--wait-seconds",
+        type=int,
+        default=20,
+        choices=range(0, 21),
+        metavar="0-20",
+        help=_help("long-poll wait of ReceiveMessage; default 20", None),
+    )
+    listen.set_defaults(func=cmd_listen, reads_config=True)
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    """``listen``: the event path until a signal; totals on stdout; exit 0/1."""
+    from .listen import ListenOptions, run_cli
+
+    if not 1 <= args.batch_size <= 10_000 or args.batch_window < 0:
+        sys.stderr.write("async-discovery listen: --batch-size 1-10000, --batch-window >= 0\n")
+        return EXIT_USAGE
+    config = _config_from_args(args, "listen")
+    if isinstance(config, ConfigError):
+        return EXIT_FAILED
+    if not config.events_queue_url:
+        sys.stderr.write(
+            "async-discovery listen: --events-queue-url (or EVENTS_QUEUE_URL) is required\n"
+        )
+        return EXIT_FAILED
+    options = ListenOptions(args.batch_size, args.batch_window, args.wait_seconds)
+    return run_cli(config, options)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -73,6 +73,8 @@ class Config:
     prune_missing: bool = DEFAULTS["prune_missing"]
     initial_scan: InitialScan = DEFAULTS["initial_scan"]
     min_object_age_seconds: float = DEFAULTS["min_object_age_seconds"]
+    events_queue_url: str | None = DEFAULTS["events_queue_url"]
+    reconciliation_window_seconds: float = DEFAULTS["reconciliation_window_seconds"]
     log_level: str = DEFAULTS["log_level"]
     # Tuning knobs.
     list_strategy: ListStrategy = DEFAULTS["list_strategy"]

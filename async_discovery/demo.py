@@ -1,7 +1,11 @@
-"""``async-discovery demo``: a moto server on 127.0.0.1, a sample bucket, two scans.
+"""``async-discovery demo``: a moto server on 127.0.0.1, a sample bucket, two scans, and
+a file that arrives by an S3 Event Notification.
 
 Needs no AWS account: fake credentials, an explicit loopback endpoint. The second scan
-must queue nothing, which is the point of the state object.
+must queue nothing, which is the point of the state object. Then the bucket notifies an
+events queue (moto delivers S3 notifications to its SQS as S3 does), the ``listen``
+loop runs in-process, and a file put into the bucket must reach the target queue
+within seconds, not a schedule period.
 
 On a terminal (stdout is a tty) the demo tells its story: each seeded key with the
 scanner's verdict and reason, a message that went out, the state object written, then
@@ -13,9 +17,11 @@ and its notes and the logs on stderr.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import sys
+import time
 from typing import Any, TextIO
 
 import anyio
@@ -23,6 +29,7 @@ from aiobotocore.session import get_session
 
 from .cells import ljust
 from .config import DEFAULT_STATE_KEY, Config
+from .listen import Listener, ListenOptions
 from .logs import configure_logging
 from .runner import run_scan
 from .testing.moto_server import threaded_moto_server, use_fake_credentials
@@ -49,6 +56,10 @@ SAMPLE: dict[str, str] = {
 
 # The message body the story shows: an awkward name, to see it arrive unchanged.
 SHOWN_KEY = "incoming/inventory/q3 report+final 100%.csv"
+# The file put while the event path listens, and how long it may take to arrive.
+EVENT_KEY = "incoming/sales/2026-11-03.csv"
+EVENTS_QUEUE = "demo-events"
+EVENT_TIMEOUT_SECONDS = 10.0
 
 # Explain reasons, in words.
 REASONS: dict[str, str] = {
@@ -107,6 +118,52 @@ async def _read_state(endpoint: str) -> bytes:
         async with resp["Body"] as body:
             data: bytes = await body.read()
             return data
+
+
+async def event_path(endpoint: str, config: Config) -> float | None:
+    """Notify an events queue of the bucket's new objects, listen, put one file: the
+    seconds from the put to its message on the target queue (None: not within
+    ``EVENT_TIMEOUT_SECONDS``)."""
+    session = get_session()
+    kwargs: dict[str, Any] = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+    async with (
+        session.create_client("s3", **kwargs) as s3,
+        session.create_client("sqs", **kwargs) as sqs,
+    ):
+        events_url = (await sqs.create_queue(QueueName=EVENTS_QUEUE))["QueueUrl"]
+        attrs = await sqs.get_queue_attributes(QueueUrl=events_url, AttributeNames=["QueueArn"])
+        rule: Any = {
+            "QueueArn": attrs["Attributes"]["QueueArn"],
+            "Events": ["s3:ObjectCreated:*"],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": PREFIX + "/"}]}},
+        }
+        await s3.put_bucket_notification_configuration(
+            Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [rule]}
+        )
+        listener = Listener(
+            dataclasses.replace(config, events_queue_url=events_url),
+            ListenOptions(wait_seconds=1),
+            emit_metrics=False,
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.run)
+            started = time.monotonic()
+            await s3.put_object(Bucket=BUCKET, Key=EVENT_KEY, Body=b"id,value\n2,43\n")
+            arrived = await _wait_for(sqs, str(config.queue_url), EVENT_KEY)
+            listener.stop()
+        return time.monotonic() - started if arrived else None
+
+
+async def _wait_for(sqs: Any, queue_url: str, key: str) -> bool:
+    """True once a message for ``key`` is on the queue (received, not deleted)."""
+    with anyio.move_on_after(EVENT_TIMEOUT_SECONDS):
+        while True:
+            resp = await sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            )
+            if any(json.loads(m["Body"]).get("key") == key for m in resp.get("Messages", [])):
+                return True
+    return False
 
 
 def _verdict(key: str, explained: dict[str, dict[str, Any]]) -> tuple[str, str]:
@@ -260,23 +317,35 @@ def run_demo(*, log_level: str | None = None) -> int:
             summaries = _tell(endpoint, queue_url, config)
         else:
             summaries = _summaries(endpoint, queue_url, config)
+        seconds = anyio.run(event_path, endpoint, config)
     first, second = summaries
     ok = first["statusCode"] == 200 and first["queued"] == expected and second["queued"] == 0
+    arrived = (
+        f"put {EVENT_KEY}: on the queue {seconds:.1f} s later"
+        if seconds is not None
+        else f"put {EVENT_KEY}: NOT on the queue within {EVENT_TIMEOUT_SECONDS:.0f} s"
+    )
     if story:
         sys.stdout.write(
-            "\nDemo ok: the second scan sent nothing; the state object remembers every file.\n"
+            "\nEvents: the bucket now notifies an events queue, and `listen` handles it:\n"
+            f"  {arrived}\n"
+        )
+        sys.stdout.write(
+            "\nDemo ok: the second scan sent nothing; the state object remembers every file;\n"
+            "a new file arrived by its event in seconds.\n"
             "Next: scan your own bucket without sending anything:\n"
             "  async-discovery scan --bucket BUCKET --prefix PREFIX --dry-run --explain\n"
-            if ok
-            else f"\nDemo FAILED: expected {expected} queued, then 0.\n"
+            if ok and seconds is not None
+            else f"\nDemo FAILED: expected {expected} queued, then 0, then the event's file.\n"
         )
     else:
+        _say(f"event path: {arrived}")
         _say(
-            "demo ok: the second scan queued nothing"
-            if ok
-            else f"demo FAILED: expected {expected} queued then 0"
+            "demo ok: the second scan queued nothing; the event's file arrived"
+            if ok and seconds is not None
+            else f"demo FAILED: expected {expected} queued then 0, then the event's file"
         )
-    return 0 if ok else 1
+    return 0 if ok and seconds is not None else 1
 
 
 def _summaries(endpoint: str, queue_url: str, config: Config) -> list[dict[str, Any]]:

@@ -78,6 +78,7 @@ COUNTERS = (
     "deferred",
     "marked",
     "pruned",
+    "found_by_reconciliation",
     "folder_errors",
     "held_back",
     "state_bytes",

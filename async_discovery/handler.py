@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -29,7 +30,8 @@ from .fanout import (
 )
 from .logs import configure_logging, emit_line
 from .metrics import SERVICE, failure_emf_record, fanout_emf_record
-from .runner import config_error_summary, run_scan
+from .notifications import failures_response, sqs_records
+from .runner import config_error_summary, record_ids, run_events, run_scan
 from .stages.plan import Job
 
 log = logging.getLogger("async_discovery")
@@ -43,7 +45,9 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     event), except ``action`` (``doctor``: docs/doctor.md; ``plan``, ``sum`` and
     ``failed``) and the fan-out's items (``{"Items": [{"folder": F}, …]}`` or one item,
     a folder or a key range of a split folder: a scan of exactly those), see
-    :mod:`async_discovery.fanout`. The deadline comes from
+    :mod:`async_discovery.fanout`. An SQS event (``Records`` from ``aws:sqs``: S3
+    notifications) is a batch of events and returns the partial batch response instead
+    (:func:`handle_events`). The deadline comes from
     ``context.get_remaining_time_in_millis()`` minus ``DEADLINE_MARGIN_SECONDS``.
 
     Every run writes one EMF record (``failed_runs``, ``truncated``, ... for alarms),
@@ -56,8 +60,11 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         from .doctor import run_lambda  # docs/doctor.md
 
         return run_lambda(os.environ, event)
-    kind = event_kind(event)
     service = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or SERVICE
+    records = sqs_records(event)
+    if records is not None:
+        return handle_events(records, context, service)
+    kind = event_kind(event)
     if kind == "failed":
         failed = failure_summary(event.get("failure"), event.get("items"))
         log.error("fan-out failed", extra={"event": "fanout_failed", **failed})
@@ -98,12 +105,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if kind == "sum":
         summed = anyio.run(sum_results, config, event["results"], event.get("items"))
         return _summed(summed, service)
-    deadline = None
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if callable(remaining):
-        deadline = Deadline(
-            lambda: float(remaining()) / 1000.0, margin=config.deadline_margin_seconds
-        )
+    deadline = _deadline(context, config)
     return anyio.run(
         functools.partial(run_scan, config, deadline=deadline, service=service, items=items)
     )
@@ -115,3 +117,35 @@ def _summed(summary: dict[str, Any], service: str) -> dict[str, Any]:
     log.log(level, "fan-out summed", extra={"event": "fanout_summary", **summary})
     emit_line(fanout_emf_record(summary, service=service))
     return summary
+
+
+def handle_events(
+    records: Sequence[Mapping[str, Any]], context: Any, service: str
+) -> dict[str, Any]:
+    """A batch of S3 notifications from the event source mapping: the SQS partial batch
+    response, ``{"batchItemFailures": [{"itemIdentifier": <messageId>}, …]}``, listing
+    the records to deliver again. A configuration error lists every record (and logs
+    why): nothing can be handled, and the records must not be lost."""
+    try:
+        config = Config.from_env(os.environ)
+    except ConfigError as exc:
+        log.error(
+            "invalid configuration: every record of the batch is delivered again",
+            extra={"event": "config_error", "problems": exc.problems, "records": len(records)},
+        )
+        emit_line(failure_emf_record("config", service=service))
+        return failures_response(record_ids(records))
+    configure_logging(config.log_level)
+    deadline = _deadline(context, config)
+    failed, _ = anyio.run(
+        functools.partial(run_events, config, records, deadline=deadline, service=service)
+    )
+    return failures_response(failed)
+
+
+def _deadline(context: Any, config: Config) -> Deadline | None:
+    """The invocation's deadline: the remaining time minus ``DEADLINE_MARGIN_SECONDS``."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return None
+    return Deadline(lambda: float(remaining()) / 1000.0, margin=config.deadline_margin_seconds)

@@ -1,9 +1,9 @@
 """CloudWatch Embedded Metric Format records (SPEC "Observability").
 
 One record per invocation: a run (:func:`emf_record`: a scan, or a fan-out child), a
-fan-out execution's sum (:func:`fanout_emf_record`), and a step that did not get as
-far as a run (:func:`failure_emf_record`: a configuration error, a failed plan, the
-record of a failed Map). A run that
+fan-out execution's sum (:func:`fanout_emf_record`), a step that did not get as far as
+a run (:func:`failure_emf_record`: a configuration error, a failed plan, the record of a
+failed Map), and an events batch (:func:`events_emf_record`, SPEC "Events"). A run that
 returns statusCode 500 is a normal return to Lambda (its ``Errors`` metric stays 0), so
 the record carries what an alarm needs as metrics: ``failed_runs`` (1 for a 500),
 ``partial_runs`` (1 for a 207), ``truncated`` (1 when the deadline cut the run short) and
@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .summary import FAILED, PARTIAL, RunStats
+from .summary import FAILED, PARTIAL, EventStats, RunStats
 
 NAMESPACE = "AsyncDiscovery"
 SERVICE = "async-discovery"
@@ -28,6 +28,7 @@ _COUNTS = (
     "errors",
     "deferred",
     "pruned",
+    "found_by_reconciliation",
     "held_back",
     "folder_errors",
     "state_objects_read",
@@ -101,3 +102,36 @@ def _document(values: dict[str, float], service: str, properties: dict[str, Any]
 
 def _number(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+EVENTS_PATH = "events"
+_EVENT_COUNTS = ("records", "failed_records", "deleted", "superseded", "state_units")
+
+
+def events_emf_record(
+    stats: RunStats,
+    events: EventStats,
+    seconds: float,
+    *,
+    status: int,
+    service: str = SERVICE,
+) -> dict[str, Any]:
+    """The EMF document of one events batch: the run's counters plus records, failed
+    records, deleted and superseded candidates, state units and the lag from event
+    time to send (p50, max). Published under ``Service`` (summed with the scans) and
+    under ``Service`` + ``Path=events`` (the event path alone)."""
+    doc = emf_record(stats, seconds, status=status, service=service)
+    directive = doc["_aws"]["CloudWatchMetrics"][0]
+    directive["Dimensions"] = [["Service"], ["Service", "Path"]]
+    doc["Path"] = EVENTS_PATH
+    added: dict[str, tuple[float, str]] = {
+        name: (float(getattr(events, name)), "Count") for name in _EVENT_COUNTS
+    }
+    p50, worst = events.lag()
+    if p50 is not None and worst is not None:
+        added["lag_p50"] = (p50 * 1000.0, "Milliseconds")
+        added["lag_max"] = (worst * 1000.0, "Milliseconds")
+    for name, (value, unit) in added.items():
+        doc[name] = value
+        directive["Metrics"].append({"Name": name, "Unit": unit})
+    return doc

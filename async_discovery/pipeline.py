@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -42,7 +42,7 @@ from .stages.shards import Shards
 from .stages.units import Page, Unit
 from .summary import RunStats
 
-__all__ = ["Explain", "Scanner"]
+__all__ = ["Explain", "Scanner", "check_ports", "decide_and_send"]
 
 log = logging.getLogger("async_discovery")
 
@@ -71,17 +71,17 @@ class Scanner:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         items: list[Job] | None = None,
     ) -> None:
-        if sender is None and not config.dry_run:
-            raise ValueError("a sender is required unless dry_run")
-        if config.state_layout == "folders" and objects is None:
-            raise ValueError("the folders state layout needs the state objects")
+        check_ports(config, sender, objects)
         self.lister, self.store, self.sender = lister, store, sender
         self.stats = stats if stats is not None else RunStats()
+        self._started = clock()
+        window = config.reconciliation_window_seconds
         tally = Tally(
             self.stats,
             explain,
             min_age_seconds=config.min_object_age_seconds,
             dry_run=config.dry_run,
+            found_before=self._started - timedelta(seconds=window) if window > 0 else None,
         )
         self.ctx = RunContext(config, self.stats, tally, deadline or Deadline(), clock)
         self.shards = Shards(self.ctx, objects) if objects is not None else None
@@ -89,7 +89,6 @@ class Scanner:
         if items is None and config.folders is not None:
             items = [Job(name) for name in sorted(config.folders)]
         self.items = items
-        self._started = clock()
 
     async def run(self) -> str | None:
         """Run the scan; returns None on success or the error that makes it a 500."""
@@ -181,34 +180,24 @@ class Scanner:
     async def _stream(self, plan: Plan, shards: Shards | None = None) -> None:
         """List, decide and send, each stage its own task, joined by bounded streams.
 
-        Buffers: ``queue_size`` classified pages between the listers and the decider;
-        decided batches in a :class:`~.stages.dispatch.Dispatcher`: for a standard
-        queue up to ``workers`` of them (an idle sender always finds one ready), for
-        FIFO up to ``queue_size`` pages' worth, queued per message group (a group's
-        order kept, groups in parallel, the decider never waiting on one group; the
-        bound is explained there). With shards, settled folders go to
+        Buffers: ``queue_size`` classified pages between the listers and the decider,
+        then the batches of :func:`decide_and_send`. With shards, settled folders go to
         ``list_concurrency`` committers; a folder that finds them all busy is written
         at the end instead.
         """
         ctx, cfg = self.ctx, self.ctx.config
-        fifo = cfg.is_fifo
-        limit = cfg.queue_size * math.ceil(cfg.list_page_size / MAX_BATCH) if fifo else cfg.workers
         pages_in, pages_out = anyio.create_memory_object_stream[Page](cfg.queue_size)
         settled_in, settled_out = anyio.create_memory_object_stream[Unit](cfg.list_concurrency)
         listers = Listers(ctx, self.lister, plan)
         if shards is not None:
             listers.shards, listers.settled = shards, _offer(settled_in, shards)
-        with Dispatcher[Batch](limit, ordered=fifo) as batches:
-            async with anyio.create_task_group() as outer:
-                async with settled_out:
-                    for _ in range(cfg.list_concurrency if shards is not None else 0):
-                        outer.start_soon(_committer, shards, settled_out.clone())
-                async with settled_in, anyio.create_task_group() as tg:
-                    tg.start_soon(listers.run, pages_in)
-                    tg.start_soon(Decider(ctx, batches, fifo=fifo).run, pages_out)
-                    if (sender := self.sender) is not None:  # dry run: nothing is batched
-                        for _ in range(cfg.workers):
-                            tg.start_soon(run_sender, ctx, sender, batches, batches.receiver())
+        async with anyio.create_task_group() as outer:
+            async with settled_out:
+                for _ in range(cfg.list_concurrency if shards is not None else 0):
+                    outer.start_soon(_committer, shards, settled_out.clone())
+            async with settled_in, anyio.create_task_group() as tg:
+                tg.start_soon(listers.run, pages_in)
+                tg.start_soon(decide_and_send, ctx, self.sender, pages_out)
 
     def _prunable(self, files: Iterable[str]) -> set[str]:
         """State keys this run may prune: only keys that would be its candidates (not
@@ -233,6 +222,38 @@ class Scanner:
             "dry_run": cfg.dry_run,
         }
         log.info("scan start", extra=extra)
+
+
+def check_ports(config: Config, sender: Sender | None, objects: StateObjects | None) -> None:
+    """Refuse a run that could not do its job: no sender (unless a dry run), or no state
+    objects for the folders layout."""
+    if sender is None and not config.dry_run:
+        raise ValueError("a sender is required unless dry_run")
+    if config.state_layout == "folders" and objects is None:
+        raise ValueError("the folders state layout needs the state objects")
+
+
+async def decide_and_send(
+    ctx: RunContext, sender: Sender | None, pages: MemoryObjectReceiveStream[Page]
+) -> None:
+    """The decide and send stages over ``pages`` (a scan's listing pages, or the event
+    path's one page): one decider packing batches, ``workers`` senders sending them.
+
+    Buffers: decided batches in a :class:`~.stages.dispatch.Dispatcher`: for a standard
+    queue up to ``workers`` of them (an idle sender always finds one ready), for FIFO up
+    to ``queue_size`` pages' worth, queued per message group (a group's order kept,
+    groups in parallel, the decider never waiting on one group; the bound is explained
+    there).
+    """
+    cfg = ctx.config
+    fifo = cfg.is_fifo
+    limit = cfg.queue_size * math.ceil(cfg.list_page_size / MAX_BATCH) if fifo else cfg.workers
+    with Dispatcher[Batch](limit, ordered=fifo) as batches:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(Decider(ctx, batches, fifo=fifo).run, pages)
+            if sender is not None:  # dry run: nothing is batched
+                for _ in range(cfg.workers):
+                    tg.start_soon(run_sender, ctx, sender, batches, batches.receiver())
 
 
 def _complete(ctx: RunContext) -> bool:

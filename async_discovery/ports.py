@@ -1,4 +1,4 @@
-"""The three I/O interfaces the pipeline needs, as small Protocols.
+"""The I/O interfaces the pipeline needs, as small Protocols.
 
 The pipeline never imports an AWS library: :mod:`async_discovery.aws` implements these
 against aiobotocore, and tests of pipeline mechanics may implement them in memory.
@@ -39,6 +39,16 @@ class Lister(Protocol):
         self, prefix: str, *, delimiter: bool, start_after: str | None = None
     ) -> AsyncGenerator[RawPage, None]:
         """Yield the listing pages of ``prefix`` in key order."""
+        ...
+
+
+class ObjectHeads(Protocol):
+    """Reads the current version of one source object (``HeadObject``): the event path
+    sends what is in the bucket now, not what an event said."""
+
+    async def head(self, key: str) -> ListedObject | None:
+        """The object as a listing would show it (ETag without quotes), or None when it
+        does not exist; raises ``StorageError`` when S3 does not answer either way."""
         ...
 
 

@@ -1,7 +1,8 @@
 """Wires a :class:`~async_discovery.config.Config` to the AWS adapters and the pipeline.
 
-The entry points (Lambda handler, CLI, demo, bench) all call :func:`run_scan`; it
-never raises for a failure of the run: an expected one (a :class:`DiscoveryError`) and
+The entry points (Lambda handler, CLI, demo, bench) all call :func:`run_scan` for a
+scan and :func:`run_events` for a batch of S3 notifications; neither raises for a
+failure of the run: an expected one (a :class:`DiscoveryError`) and
 an unexpected one (a bug, or data or a server answer nothing anticipated) both return
 the summary with a 500 instead, the latter with its traceback in the log.
 Cancellation and ``KeyboardInterrupt`` (not ``Exception``) still propagate.
@@ -11,18 +12,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TextIO
 
-from .aws import S3Lister, S3StateObjects, SqsSender, open_clients
+from .aws import AwsClients, S3Lister, S3StateObjects, SqsSender, open_clients
+from .aws.heads import S3Heads
 from .config import Config
 from .deadline import Deadline
 from .errors import ConfigError, DiscoveryError
+from .events import EventBatch
 from .logs import emit_line
-from .metrics import SERVICE, emf_record
+from .metrics import SERVICE, emf_record, events_emf_record
+from .notifications import SqsRecord
 from .pipeline import Explain, Scanner
 from .stages.plan import Job
-from .summary import RunStats, build_summary
+from .summary import EventStats, RunStats, build_events_summary, build_summary
 
 log = logging.getLogger("async_discovery")
 
@@ -97,6 +102,75 @@ def _notice_empty_listing(config: Config, stats: RunStats) -> None:
         notice = f"nothing listed under {where}: check S3_PREFIX and S3_SOURCE_BUCKET"
     stats.notices.append(notice)
     log.warning(notice, extra={"event": "empty_listing", "bucket": config.source_bucket})
+
+
+async def run_events(
+    config: Config,
+    records: Sequence[Mapping[str, Any] | SqsRecord],
+    *,
+    deadline: Deadline | None = None,
+    clients: AwsClients | None = None,
+    stats: RunStats | None = None,
+    metrics_stream: TextIO | None = None,
+    emit_metrics: bool = True,
+    service: str = SERVICE,
+) -> tuple[list[str], dict[str, Any]]:
+    """One batch of S3 notifications: the message ids to deliver again, and the batch's
+    summary (also its log line and EMF record). ``clients``: open ones to reuse (the
+    ``listen`` loop), else opened for the batch. An error nothing expected fails every
+    record (statusCode 500), so SQS delivers the whole batch again."""
+    started = time.perf_counter()
+    stats = stats if stats is not None else RunStats()
+    batch: EventBatch | None = None
+    error: str | None = None
+    try:
+        async with _clients_for(config, stats, clients) as aws:
+            state = S3StateObjects.of(aws.s3, config)
+            sender = SqsSender(aws.sqs, config.queue_url) if config.queue_url else None
+            batch = EventBatch(
+                config,
+                S3Heads(aws.s3, config.source_bucket),
+                state.store(config.state_object_key),
+                sender,
+                objects=state if config.state_layout == "folders" else None,
+                stats=stats,
+                deadline=deadline,
+            )
+            failed = await batch.run(records)
+    except Exception as exc:  # as run_scan: a bug or an unforeseen answer fails the batch
+        error = unexpected_error(exc)
+        log.exception("events batch failed", extra={"event": "events_crash", "error": error})
+        failed = list(dict.fromkeys(record_ids(records)))
+    events = batch.events if batch is not None else EventStats()
+    if error is not None:
+        events.records, events.failed_records = len(records), len(failed)
+    seconds = time.perf_counter() - started
+    summary = build_events_summary(stats, events, seconds, error=error)
+    log.info("events batch", extra={"event": "events_summary", **summary})
+    if emit_metrics:
+        record = events_emf_record(
+            stats, events, seconds, status=summary["statusCode"], service=service
+        )
+        emit_line(record, metrics_stream)
+    return failed, summary
+
+
+@asynccontextmanager
+async def _clients_for(
+    config: Config, stats: RunStats, clients: AwsClients | None
+) -> AsyncIterator[AwsClients]:
+    if clients is not None:
+        yield clients
+        return
+    async with open_clients(config, stats.api_calls) as opened:
+        yield opened
+
+
+def record_ids(records: Sequence[Mapping[str, Any] | SqsRecord]) -> list[str]:
+    """The message ids of an events batch's records, in order."""
+    return [
+        r.message_id if isinstance(r, SqsRecord) else str(r.get("messageId", "")) for r in records
+    ]
 
 
 def unexpected_error(exc: BaseException) -> str:

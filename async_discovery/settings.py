@@ -417,6 +417,27 @@ SETTINGS: tuple[Setting, ...] = (
         help="settle time: younger candidates are deferred to a later run",
     ),
     Setting(
+        field="events_queue_url",
+        env="EVENTS_QUEUE_URL",
+        flag="--events-queue-url",
+        parse=queue_url,
+        default=None,
+        shown_default="none",
+        help="`listen`: the SQS queue S3 Event Notifications arrive on (the Lambda function "
+        "gets them from its event source mapping instead)",
+        see="[events.md](events.md)",
+    ),
+    Setting(
+        field="reconciliation_window_seconds",
+        env="RECONCILIATION_WINDOW_SECONDS",
+        parse=seconds,
+        default=900.0,
+        help="a scan counts the files it sends that were modified more than this long "
+        "before it started as `found_by_reconciliation`: with events on, files the events "
+        "missed; `0` = off",
+        see="[events.md](events.md#reconciliation)",
+    ),
+    Setting(
         field="log_level",
         env="LOG_LEVEL",
         flag="--log-level",

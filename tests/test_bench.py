@@ -293,3 +293,40 @@ async def test_range_floor_lists_every_key_once(
     assert ranges["per_range"] == expected
     assert ranges["listed"] == len(AWKWARD_KEYS)
     assert ranges["ranges"] == len(bounds) + 1
+
+
+@pytest.mark.timeout(600)
+def test_bench_events_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    """``bench --events`` at a tiny size: every part ran, nothing was lost or doubled,
+    no batch wrote a state unit twice, listen exited 0 on SIGTERM."""
+    code = main(
+        [
+            "bench", "--events", "--state-layout", "folders", "--latency-ms", "0",
+            "--events-files", "40", "--events-rate", "40",
+            "--events-backlog", "300", "--events-backlog-folders", "10",
+            "--events-reference-records", "20", "--events-loss-files", "60",
+            "--events-batch-size", "100",
+            "--json", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["events"]
+    latency = doc["latency"]
+    assert latency["listen_exit"]["exit_status"] == 0
+    assert latency["sent_more_than_once"] == 0
+    p = latency["put_to_message_s"]
+    assert 0 < p["p50"] <= p["p95"] <= p["max"]
+    throughput = doc["throughput"]
+    for run in (throughput["reference"], throughput["batched"]):
+        assert run["files_sent"] == run["backlog"] and run["sent_more_than_once"] == 0
+        assert run["batches_writing_a_unit_twice"] == 0
+        assert run["state_writes"] <= run["units_touched"]
+    assert throughput["reference"]["state_writes"] == throughput["reference"]["backlog"]
+    assert throughput["ratio"] is not None and throughput["ratio"] > 0
+    dropped = doc["no_loss_dropped"]
+    assert dropped["every_file_sent"] and dropped["sent_more_than_once"] == 0
+    assert dropped["sent_by_events"] + dropped["sent_by_the_scan"] == dropped["files"]
+    assert dropped["sent_by_the_scan"] == dropped["found_by_reconciliation"]
+    twice = doc["no_loss_twice"]
+    assert twice["every_current_version_sent"] and twice["sent_more_than_once"] == 0
+    assert twice["notifications"] >= 2 * (twice["files"] + twice["overwritten"])

@@ -247,6 +247,7 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     subs = _subcommands(build_parser())
     assert set(subs) == {
         "scan",
+        "listen",
         "demo",
         "seed",
         "iam-policy",
@@ -281,9 +282,10 @@ def test_help_and_config_agree_on_flags_and_variables() -> None:
     for flag, _field, env_name, _text in SCAN_FLAGS:
         if env_name is not None:
             assert FLAG_OF[env_name] == flag
-    scan = _subcommands(build_parser())["scan"]
-    flags = {s for a in scan._actions for s in a.option_strings}
-    assert set(FLAG_OF.values()) <= flags
+    subs = _subcommands(build_parser())
+    flags = {s for a in subs["scan"]._actions for s in a.option_strings}
+    assert set(FLAG_OF.values()) - flags == {"--events-queue-url"}  # listen's
+    assert "--events-queue-url" in {s for a in subs["listen"]._actions for s in a.option_strings}
 
 
 # -- configuration errors ---------------------------------------------------------------
@@ -413,4 +415,5 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, second = (json.loads(line) for line in proc.stdout.splitlines())
     assert first["queued"] == 5 and second["queued"] == 0
+    assert "event path: put incoming/sales/2026-11-03.csv: on the queue" in proc.stderr
     assert "demo ok" in proc.stderr

@@ -89,6 +89,9 @@ def test_demo_tells_its_story_on_a_terminal(tmp_path: Path) -> None:
         assert _verdict(rest, "skip", key, "unchanged: same ETag as in state"), (key, rest)
     assert not re.search(r"^  send ", rest, re.M)
     assert "candidates 5: queued 0 (new or changed), skipped 5 (unchanged)" in rest
+    # Events: a file put into the bucket reached the queue within seconds (listen).
+    arrived = re.search(r"put incoming/sales/2026-11-03\.csv: on the queue ([0-9.]+) s later", rest)
+    assert arrived is not None and float(arrived.group(1)) < 10, rest
     assert "Demo ok" in rest
     # Short enough to read, and no JSON log lines when no level was asked for.
     assert len(text.splitlines()) <= 60, text

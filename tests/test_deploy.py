@@ -251,6 +251,7 @@ def _params(state_bucket: str = "", doctor: str = "false") -> dict[str, str]:
         "DoctorPermissions": doctor,
         "FanoutReservedConcurrency": "42",
         "AlarmEmail": "",
+        "Events": "none",
     }
 
 

@@ -11,6 +11,7 @@ Modules (one import direction: seed/references/servers <- child/scenarios <- her
 - :mod:`.listing_refs` and :mod:`.one_folder`: one large folder against its sequential
   listing and the range floor;
 - :mod:`.state_cost`: the state work of a one-file change on synthetic state, per layout;
+- :mod:`.events`: the event path (``--events``): latency, throughput, no loss;
 - :mod:`.report`: the progress line and the tables.
 """
 
@@ -83,6 +84,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         return 1
     use_fake_credentials()
+    if args.events:
+        return _events(args)
     defaults = Config(source_bucket="x-bench", state_bucket="x-bench")
     tuning = {
         "workers": args.workers or defaults.workers,
@@ -189,6 +192,42 @@ def _importable(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def _events(args: argparse.Namespace) -> int:
+    """``bench --events``: the event path's figures (:mod:`.events`)."""
+    from . import report
+    from .events import EventsOptions, events_table, run_events_bench
+
+    options = EventsOptions(
+        files=args.events_files,
+        rate=args.events_rate,
+        backlog=args.events_backlog,
+        backlog_folders=args.events_backlog_folders,
+        batch_size=args.events_batch_size,
+        batch_window=args.events_batch_window,
+        reference_records=args.events_reference_records,
+        loss_files=args.events_loss_files,
+        state_layout=args.state_layout,
+        latency_ms=args.latency_ms,
+    )
+    progress = report.Progress(enabled=False if args.no_progress else None)
+    doc: dict[str, Any] = {"setup": {"machine": _machine(), "latency_ms": args.latency_ms}}
+    try:
+        with _servers(args) as servers:
+            doc["events"] = run_events_bench(servers.direct, servers.endpoint, options, progress)
+    finally:
+        progress.done()
+    doc["setup"]["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    if args.json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return 0
+    sys.stdout.write(events_table(doc["events"]))
+    sys.stdout.write(
+        f"load average: start {doc['setup']['machine']['load_avg_start']}, "
+        f"end {doc['setup']['machine']['load_avg_end']}\n"
+    )
+    return 0
 
 
 def _profile_dir(path: str | None) -> str | None:

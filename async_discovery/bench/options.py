@@ -111,6 +111,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--one-folder: ranges listed at once by the range floor (default: the "
         "scanner's LIST_CONCURRENCY)",
     )
+    add(
+        "--events",
+        action="store_true",
+        help="instead of the scan scenarios, the event path: listen's latency from PUT to "
+        "message, the drain rate of a backlog against --batch-size 1, and no loss with "
+        "notifications dropped or doubled (STATE_LAYOUT from --state-layout)",
+    )
+    add("--events-files", type=int, default=1000, help="files put for the latency (default 1000)")
+    add("--events-rate", type=float, default=50.0, help="puts per second (default 50)")
+    add(
+        "--events-backlog",
+        type=int,
+        default=20000,
+        help="notifications in the throughput backlog (default 20000)",
+    )
+    add(
+        "--events-backlog-folders",
+        type=int,
+        default=100,
+        help="folders the backlog is spread over (default 100)",
+    )
+    add(
+        "--events-batch-size",
+        type=int,
+        default=1000,
+        help="listen --batch-size draining the backlog (default 1000)",
+    )
+    add(
+        "--events-batch-window",
+        type=float,
+        default=1.0,
+        help="listen --batch-window draining the backlog (default 1)",
+    )
+    add(
+        "--events-reference-records",
+        type=int,
+        default=300,
+        help="records the --batch-size 1 reference handles (default 300)",
+    )
+    add(
+        "--events-loss-files",
+        type=int,
+        default=1000,
+        help="files of each no-loss run (default 1000)",
+    )
     add("--endpoint-url", default=None, help="use this S3/SQS endpoint instead of starting moto")
     add("--json", action="store_true", help="one JSON document on stdout")
     add("--no-progress", action="store_true", help="no progress line on stderr")

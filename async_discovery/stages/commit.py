@@ -244,7 +244,7 @@ def next_cursor(
     if stats.truncated or unfinished_first:
         if stats.held_back and not stats.truncated:
             # Files of finished folders went unrecorded: the first pass starts over.
-            new = _restart(plan.strategy)
+            new = restart_cursor(plan.strategy)
         else:
             new = _cursor(ctx, plan, cursor)
         if first is not None:
@@ -338,7 +338,7 @@ def _joined(parts: list[Pending]) -> list[Pending]:
     return joined
 
 
-def _restart(strategy: str) -> dict[str, Any]:
+def restart_cursor(strategy: str) -> dict[str, Any]:
     """A cursor that starts its pass over (and so keeps a first-run policy alive)."""
     if strategy == "flat":
         return {"strategy": "flat", "start_after": None}

@@ -88,8 +88,12 @@ class Tally:
         *,
         min_age_seconds: float = 0.0,
         dry_run: bool = False,
+        found_before: datetime | None = None,
     ) -> None:
         self.stats = stats
+        # A file sent that was modified before this was found by reconciliation: the
+        # events (if any) missed it (RECONCILIATION_WINDOW_SECONDS).
+        self._found_before = found_before
         self._sink = explain
         self._counts: dict[str, Counter[str]] = {}
         self._min_age = min_age_seconds
@@ -156,6 +160,8 @@ class Tally:
     def accepted(self, out: Outgoing) -> None:
         """SQS accepted one message."""
         self._queued(out.event)
+        if self._found_before is not None and out.obj.last_modified < self._found_before:
+            self.stats.found_by_reconciliation += 1
 
     def _queued(self, event: str) -> None:
         self.stats.queued += 1

@@ -142,7 +142,7 @@ class Listers:
         job, name = listing.job, listing.job.folder
         assert name is not None
         for attempt in range(1, _MOVES + 1):
-            folder = await self.shards.folder(name)
+            folder = await self.shards.folders.folder(name)
             parts = self.shards.cut(job, folder)
             first, position = parts[0]
             await self.queue.add([part for part, _ in parts[1:]])

@@ -17,7 +17,7 @@ import logging
 
 import anyio
 
-from ..errors import DiscoveryError, StateCorrupt, StateError
+from ..errors import DiscoveryError, StateCorrupt, StateError, StateMoved
 from ..layout import is_shard_of, shard_key, shards_prefix
 from ..ports import Lister, StateObjects
 from ..state import StateChanges
@@ -30,6 +30,10 @@ from .units import Unit
 from .vanished import delete_vanished
 
 log = logging.getLogger("async_discovery")
+
+# The field of a shard the event path created under a first-run policy: the folder has
+# not been listed since, so a scan still marks (not sends) what it finds older.
+FIRST_PASS = "initial_scan"
 
 
 class Shards:
@@ -44,14 +48,6 @@ class Shards:
         self.first: FirstRun | None = None  # the prefix's first-run policy (.runs)
         # Units whose listings all ended while every committer was busy: written last.
         self.settled_late: set[UnitKey] = set()
-
-    async def folder(self, name: str) -> Folder:
-        """The folder's state object as this run read it (see :mod:`.folders`)."""
-        return await self.folders.folder(name)
-
-    def forget(self, name: str) -> None:
-        """Read the folder's state object again when next asked."""
-        self.folders.forget(name)
 
     async def repair(self, name: str) -> None:
         """A range of the folder was found moved: read its index again, repaired if it
@@ -102,6 +98,37 @@ class Shards:
         self.ctx.shards[(job.folder, unit.span.after)] = unit
         return unit
 
+    async def open_for(self, name: str, key: str) -> Unit:
+        """The unit recording ``key`` of folder ``name`` (the event path's lookup), read
+        whole and registered for :meth:`commit`, never pruned: the folder's shard, or the
+        range of its index holding ``key``. Raises as :meth:`open`, after reading the
+        folder again once if another run's split moved the range. A shard it creates
+        under a first-run policy carries :data:`FIRST_PASS`: no scan listed the folder."""
+        try:
+            return await self._open_for(name, key)
+        except StateMoved:
+            await self.repair(name)
+            return await self._open_for(name, key)
+
+    async def _open_for(self, name: str, key: str) -> Unit:
+        folder = await self.folders.folder(name)
+        index = folder.index
+        position = 0 if index is None else index.position(key)
+        held = self.ctx.shards.get((name, None if index is None else index.span_at(position).after))
+        if held is not None:
+            return held
+        unit = folder.leaf if index is None else await self.folders.range_unit(folder, position)
+        assert unit is not None
+        if unit.head_only:
+            await self.folders.read_files(unit)
+        unit.complete = False
+        self._prepare(unit, whole_listing=False)
+        if self.first is not None and not unit.existed and not unit.ranged:
+            unit.state.extra[FIRST_PASS] = self.first.cursor_text()
+        unit.listings += 1
+        self.ctx.shards[(name, unit.span.after)] = unit
+        return unit
+
     async def settle(self, unit: Unit, fingerprint: str | None) -> None:
         """A unit opened by its fingerprint, once its listing is known: verified when
         ``fingerprint`` (of the listing) is the shard's, else its files are read
@@ -117,7 +144,8 @@ class Shards:
         """The first-run policy of a new folder; what a listing of all its keys prunes."""
         if unit.head_only:
             return
-        if not unit.existed and not unit.ranged and self.first is not None:
+        first_pass = not unit.existed or FIRST_PASS in unit.state.extra
+        if first_pass and not unit.ranged and self.first is not None:
             unit.mark_before = self.first.mark_before  # a folder new since the first run
         if self.ctx.config.prune_missing and whole_listing:
             unit.unseen = set(unit.state.files)  # listed from its lower bound: may prune
@@ -131,17 +159,18 @@ class Shards:
         unit.complete = unit.complete and complete
         return unit.listings == 0
 
-    async def commit(self, unit: Unit) -> None:
+    async def commit(self, unit: Unit) -> bool:
         """Write ``unit`` if this run changed it (split when it grew past
-        ``SHARD_MAX_FILES``, removed when emptied), and drop it from memory. Entries
-        not listed are pruned when its listings covered it (``PRUNE_MISSING``)."""
+        ``SHARD_MAX_FILES``, removed when emptied), and drop it from memory; False when
+        the write failed (a 207 or a 500, as logged). Entries not listed are pruned
+        when its listings covered it (``PRUNE_MISSING``)."""
         ctx, cfg = self.ctx, self.ctx.config
         assert unit.folder is not None
         ctx.shards.pop((unit.folder, unit.span.after), None)
         if not unit.ranged:
             self.folders.forget(unit.folder)  # the folder's one unit is done: free it
         if unit.head_only:
-            return  # unchanged by its fingerprint, or cut short before it was read
+            return True  # unchanged by its fingerprint, or cut short before it was read
         changes = StateChanges(
             prefix=cfg.prefix, source_bucket=cfg.source_bucket, upserts=unit.upserts
         )
@@ -151,19 +180,22 @@ class Shards:
         rebind = unit.existed and unit.state.source_bucket != cfg.source_bucket
         oversized = len(unit.state.files) > cfg.shard_max_files
         if cfg.dry_run or (changes.is_empty() and not rebind and not oversized):
-            return
+            return True
         try:
             await self.restructure.write(unit, changes)
         except StateCorrupt as exc:  # another folder's shard (a name collision): this one
             ctx.stats.folder_errors += 1
             ctx.stats.warnings.append(f"folder {unit.folder!r} not recorded: {exc}")
             log.error("shard unusable", extra={"event": "state_error", "folder": unit.folder})
+            return False
         except DiscoveryError as exc:
             log.error(
                 "shard write failed",
                 extra={"event": "state_write_error", "folder": unit.folder, "error": str(exc)},
             )
             ctx.fail(StateError(f"state write failed: {exc}"))
+            return False
+        return True
 
     async def commit_rest(self) -> None:
         """Write the units still held: those that settled late, and those cut short
