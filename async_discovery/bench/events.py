@@ -53,6 +53,8 @@ Say = Callable[[str], None]
 PREFIX = "incoming/"
 EVENTS_VISIBILITY = 3600  # seconds: a record taken out by the proxy stays away
 TIMEOUT = 900.0  # seconds any part may take before it is reported as failed
+# The no-loss scan starts this long after the last put, with a window 0.5 s shorter.
+RECONCILE_AFTER_S = 1.5
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,6 +121,7 @@ class Listen:
         }
 
     def kill(self) -> None:
+        """End ``listen`` at once (SIGKILL) if it is still running."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
@@ -126,6 +129,7 @@ class Listen:
 
 @contextmanager
 def listening(env: Mapping[str, str], *args: str) -> Iterator[Listen]:
+    """``listen`` in its own process for the block, killed if the block left it running."""
     listen = Listen(env, *args, log=os.environ.get("ASYNC_DISCOVERY_BENCH_LISTEN_LOG"))
     try:
         yield listen
@@ -172,6 +176,7 @@ class Drainer:
                 self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)  # type: ignore[arg-type]
 
     def keys(self) -> set[str]:
+        """The keys of the messages drained so far."""
         return {str(m["key"]) for m in list(self.messages)}
 
 
@@ -187,6 +192,7 @@ class EventBench:
         self.batching: tuple[str, ...] = ()
 
     def close(self) -> None:
+        """Close the bench's clients."""
         self.s3.close()
         self.sqs.close()
 
@@ -238,6 +244,7 @@ class EventBench:
         )
 
     def visible(self, queue_url: str) -> int:
+        """The queue's ``ApproximateNumberOfMessages``."""
         attrs = self.sqs.get_queue_attributes(
             QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]
@@ -245,6 +252,7 @@ class EventBench:
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Poll ``check`` until it holds; raise naming ``what`` after ``timeout`` seconds."""
     end = time.monotonic() + timeout
     while not check():
         if time.monotonic() > end:
@@ -280,6 +288,7 @@ async def paced_puts(endpoint: str, bucket: str, keys: list[str], rate: float) -
 
 
 def run_latency(bench: EventBench) -> dict[str, Any]:
+    """Files put at ``rate`` a second while ``listen`` runs: PUT to message, p50/p95/max."""
     opts = bench.options
     bucket, events, target = bench.notified()
     keys = [f"{PREFIX}f{i % 10:02d}/{i:06d}.csv" for i in range(opts.files)]
@@ -444,11 +453,15 @@ def run_dropped(bench: EventBench) -> dict[str, Any]:
             ) as listen:
                 _ready(listen)
                 anyio.run(put_objects, bench.direct, bucket, keys)
+                put_done = time.monotonic()
                 wait_until(lambda: bench.visible(events) == 0, "the events to be taken")
                 wait_until(
                     lambda: listen.handled() >= len(keys) - len(lost) + 1, "the events handled"
                 )
                 listen.stop()
+            # Every file older than the scan's window when it starts (else a file put
+            # in its last second would be sent by the scan and not counted as found).
+            time.sleep(max(0.0, put_done + RECONCILE_AFTER_S - time.monotonic()))
             by_events = len(drained.keys())
             config = Config(
                 source_bucket=bucket,
@@ -458,7 +471,7 @@ def run_dropped(bench: EventBench) -> dict[str, Any]:
                 state_layout=opts.state_layout,  # type: ignore[arg-type]
                 endpoint_url=proxy.url,
                 # Files put more than a second before the scan: those the events missed.
-                reconciliation_window_seconds=1.0,
+                reconciliation_window_seconds=RECONCILE_AFTER_S - 0.5,
             )
             configure_logging("WARNING")  # the scan's own log lines are not the figures
             summary = anyio.run(lambda: run_scan(config, emit_metrics=False))
