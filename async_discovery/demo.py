@@ -327,11 +327,10 @@ def run_demo(*, log_level: str | None = None) -> int:
     )
     if story:
         sys.stdout.write(
-            "\nEvents: the bucket now notifies an events queue, and `listen` handles it:\n"
-            f"  {arrived}\n"
+            f"\nEvents (the bucket notifies a queue, `listen` handles it): {arrived}\n"
         )
         sys.stdout.write(
-            "\nDemo ok: the second scan sent nothing; the state object remembers every file;\n"
+            "Demo ok: the second scan sent nothing; the state object remembers every file;\n"
             "a new file arrived by its event in seconds.\n"
             "Next: scan your own bucket without sending anything:\n"
             "  async-discovery scan --bucket BUCKET --prefix PREFIX --dry-run --explain\n"
