@@ -295,6 +295,7 @@ async def test_range_floor_lists_every_key_once(
     assert ranges["ranges"] == len(bounds) + 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_bench_events_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     """``bench --events`` at a tiny size: every part ran, nothing was lost or doubled,

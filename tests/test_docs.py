@@ -26,7 +26,7 @@ def test_the_readme_test_command_is_what_ci_runs_and_ci_also_runs_the_slow_tests
     readme = _text("README.md")
     (line,) = [x for b in _blocks(readme) for x in b.splitlines() if "pytest" in x]
     command = line.split("&&")[-1].strip()
-    assert command == 'python -m pytest -m "not slow"'
+    assert command == 'python -m pytest -m "not slow" -n auto'
     ci = [x.strip() for x in _text(".ci/run").splitlines()]
     assert command in ci
     assert "python -m pytest -m slow" in ci

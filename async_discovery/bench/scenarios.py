@@ -514,7 +514,8 @@ def minimum_calls(
     ``GetObject`` per listed folder (the floor's count) plus the cursor object's plus
     one per changed shard over ``HEAD_BYTES`` (read whole after its head), one
     ``PutObject`` per changed shard, and one more ``ListObjectsV2`` (the shard keys, for
-    ``PRUNE_MISSING``) (``state_reads``/``state_writes``/``state_lists``)."""
+    ``PRUNE_MISSING``), with, per split folder, the listing of its range shards and one
+    more request per range (``state_reads``/``state_writes``/``state_lists``)."""
     calls = scanner["api_calls"]
     listed = int(scanner["listed"])
     list_bound = math.ceil(listed / 1000) + layout.folders + 1 + state_lists
@@ -632,11 +633,14 @@ def run_scenarios(
         out["state_objects_written"] = len(touched) if folders_layout else int(new > 0)
         # A changed shard larger than its first read is read again whole.
         rereads = sum(len((start or {}).get(k, b"")) > HEAD_BYTES for k in touched)
+        # A split folder: one listing of its range shards' ETags, and at most one
+        # request more per range than listing the folder in one go (SPEC "Key ranges").
+        ranges = [k.partition(".ranges/")[0] for k in start or {} if ".ranges/" in k]
         bounds = (
             {
                 "state_reads": out["floor"]["api_calls"].get("GetObject", 0) + 1 + rereads,
                 "state_writes": len(touched),
-                "state_lists": 1,
+                "state_lists": 1 + len(set(ranges)) + len(ranges),
             }
             if folders_layout
             else {}
