@@ -13,8 +13,9 @@ from notifications, then hands them to the same decide, send and commit stages:
 4. **open**: each candidate's state unit, once per batch (the single object, or the
    shard :meth:`Shards.open_for <async_discovery.stages.shards.Shards.open_for>` maps
    the key to);
-5. **decide and send**: one page through the scan's decider and senders (same
-   :func:`decide`, same message and ``id``, ``Failed`` entries retried, FIFO groups);
+5. **decide and send**: the candidates in event order, as pages of one unit each,
+   through the scan's decider and senders (same :func:`decide`, same message and
+   ``id``, ``Failed`` entries retried, FIFO groups);
 6. **commit**: each changed unit written once, with the scan's conditional write
    (reload, merge and retry on a conflict): a batch of n events for one folder is at
    most one write of it.
@@ -225,8 +226,8 @@ class EventBatch:
         current: Mapping[str, ListedObject],
         units: Mapping[str, Unit],
     ) -> None:
-        """One page of every candidate with a unit through the decide and send stages,
-        in event order (a FIFO group keeps it); then each one's outcome."""
+        """Every candidate with a unit through the decide and send stages, in event
+        order (a FIFO group keeps it; :func:`_pages`); then each one's outcome."""
         chosen = [(candidates[key], obj) for key, obj in current.items() if key in units]
         chosen.sort(key=lambda pair: (pair[0].event_time or _LATEST, pair[0].key))
         pages_in, pages_out = anyio.create_memory_object_stream[Page](1)

@@ -236,8 +236,8 @@ def check_ports(config: Config, sender: Sender | None, objects: StateObjects | N
 async def decide_and_send(
     ctx: RunContext, sender: Sender | None, pages: MemoryObjectReceiveStream[Page]
 ) -> None:
-    """The decide and send stages over ``pages`` (a scan's listing pages, or the event
-    path's one page): one decider packing batches, ``workers`` senders sending them.
+    """The decide and send stages over ``pages`` (a scan's listing pages, or an event
+    batch's candidates): one decider packing batches, ``workers`` senders sending them.
 
     Buffers: decided batches in a :class:`~.stages.dispatch.Dispatcher`: for a standard
     queue up to ``workers`` of them (an idle sender always finds one ready), for FIFO up
