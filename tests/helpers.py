@@ -22,10 +22,33 @@ if TYPE_CHECKING:
     from types_boto3_sqs.literals import QueueAttributeNameType
     from types_boto3_sqs.type_defs import MessageTypeDef
 
+    from async_discovery.testing.fault_proxy import FaultProxy
+
 _counter = itertools.count()
 
 # Every variable a scanner setting is read from (tests keep the developer's shell out).
 SCANNER_VARIABLES = tuple(s.env for s in SETTINGS if s.env)
+
+
+class RequestClock:
+    """A Lambda context whose remaining time runs out as the invocation makes requests
+    through ``proxy`` (``operation`` only, when given): ``per_request`` seconds each.
+    Measured in requests, not on the wall clock, the cut falls at the same place however
+    loaded the machine is."""
+
+    def __init__(
+        self, seconds: float, proxy: FaultProxy, per_request: float, operation: str | None = None
+    ) -> None:
+        self._seconds, self._proxy, self._per = seconds, proxy, per_request
+        self._operation = operation
+        self._start = self._made()
+
+    def _made(self) -> int:
+        counts = self._proxy.counts
+        return counts[self._operation] if self._operation else sum(counts.values())
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._seconds - (self._made() - self._start) * self._per) * 1000)
 
 
 def read_terminal(leader: int) -> bytes:

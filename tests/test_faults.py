@@ -32,7 +32,7 @@ from async_discovery.testing.fault_proxy import (
     SqsError,
 )
 
-from .helpers import MotoEnv, scan
+from .helpers import MotoEnv, RequestClock, scan
 
 ATTEMPTS = 3  # MotoEnv.config's max_attempts
 
@@ -452,19 +452,9 @@ async def test_state_write_dropped_after_landing_is_resolved_by_reload(
 # -- 6. the Lambda deadline ----------------------------------------------------------
 
 
-class FakeContext:
-    """A Lambda context whose remaining time runs out as the invocation lists: each
-    ``ListObjectsV2`` through ``proxy`` costs ``per_listing`` seconds of it. Measured in
-    requests, not on the wall clock, the cut falls at the same place however loaded the
-    machine is."""
-
-    def __init__(self, seconds: float, proxy: FaultProxy, per_listing: float = 0.15) -> None:
-        self._seconds, self._proxy, self._per = seconds, proxy, per_listing
-        self._start = proxy.counts["ListObjectsV2"]
-
-    def get_remaining_time_in_millis(self) -> int:
-        listed = self._proxy.counts["ListObjectsV2"] - self._start
-        return int((self._seconds - listed * self._per) * 1000)
+def listing_clock(seconds: float, proxy: FaultProxy) -> RequestClock:
+    """The invocation's time runs out as it lists: 0.15 s per ``ListObjectsV2``."""
+    return RequestClock(seconds, proxy, 0.15, "ListObjectsV2")
 
 
 def test_lambda_deadline_truncates_and_repeated_runs_finish(
@@ -491,7 +481,7 @@ def test_lambda_deadline_truncates_and_repeated_runs_finish(
     summaries: list[dict[str, Any]] = []
     all_messages: list[tuple[str, str]] = []
     for _ in range(20):  # a run may make no progress: its only page came after the deadline
-        summary = lambda_handler({}, FakeContext(1.8, threaded_proxy))
+        summary = lambda_handler({}, listing_clock(1.8, threaded_proxy))
         summaries.append(summary)
         all_messages.extend(sent(env, queue_url))
         assert summary["statusCode"] == 200
@@ -506,7 +496,7 @@ def test_lambda_deadline_truncates_and_repeated_runs_finish(
     assert sum(s["queued"] for s in summaries) == len(etags)
     assert not (env.state(bucket) or {}).get("cursors")
     threaded_proxy.clear()
-    after = lambda_handler({}, FakeContext(30.0, threaded_proxy))
+    after = lambda_handler({}, listing_clock(30.0, threaded_proxy))
     assert (after["statusCode"], after["queued"], after["truncated"]) == (200, 0, False)
 
 
@@ -647,7 +637,7 @@ def test_invalid_prefix_or_skip_list(
     }
     for name, value in {**base, **variables}.items():
         monkeypatch.setenv(name, value)
-    summary = lambda_handler({}, FakeContext(30.0, threaded_proxy))
+    summary = lambda_handler({}, listing_clock(30.0, threaded_proxy))
     assert summary["statusCode"] == 500
     for name in named:
         assert name in summary["error"]

@@ -18,7 +18,7 @@ from async_discovery.state import FileEntry
 from async_discovery.summary import RunStats
 from async_discovery.testing.fault_proxy import FaultProxy
 
-from .helpers import MotoEnv, scan
+from .helpers import MotoEnv, RequestClock, scan
 
 SP = "state/processed_files/"
 P = "incoming/"
@@ -268,20 +268,6 @@ async def test_an_empty_shard_fails_its_folder_only(
     assert shard_key(SP, P, "a") in run["error"] and "not valid JSON" in run["error"], run["error"]
     assert env.state_bytes(bucket, shard_key(SP, P, "a")) == b""
     assert [b["key"] for b in env.bodies(queue_url)] == [f"{P}b/new.csv"]
-
-
-class RequestClock:
-    """A Lambda context whose time runs out as the invocation makes requests through
-    ``proxy``: ``per_request`` seconds each (measured in requests, so the cut falls at
-    the same place however loaded the machine is)."""
-
-    def __init__(self, seconds: float, proxy: FaultProxy, per_request: float) -> None:
-        self._seconds, self._proxy, self._per = seconds, proxy, per_request
-        self._start = sum(proxy.counts.values())
-
-    def get_remaining_time_in_millis(self) -> int:
-        made = sum(self._proxy.counts.values()) - self._start
-        return int((self._seconds - made * self._per) * 1000)
 
 
 @pytest.mark.slow
