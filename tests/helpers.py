@@ -19,6 +19,7 @@ from async_discovery.runner import run_scan
 from async_discovery.settings import SETTINGS
 
 if TYPE_CHECKING:
+    import pytest
     from types_boto3_sqs.literals import QueueAttributeNameType
     from types_boto3_sqs.type_defs import MessageTypeDef
 
@@ -148,6 +149,27 @@ class MotoEnv:
         }
         values.update(kw)
         return Config(**values)
+
+    def set_variables(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        bucket: str,
+        queue_url: str,
+        prefix: str = "incoming",
+        **more: str,
+    ) -> dict[str, str]:
+        """The scanner's variables for ``bucket``'s ``prefix`` → ``queue_url`` against
+        this server (``more``: other variables by name), set; returned as set."""
+        values = {
+            "S3_SOURCE_BUCKET": bucket,
+            "S3_PREFIX": prefix,
+            "SQS_QUEUE_URL": queue_url,
+            **more,
+            "AWS_ENDPOINT_URL": self.endpoint,
+        }
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        return values
 
 
 class QueueDrainer:

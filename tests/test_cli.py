@@ -37,15 +37,7 @@ def scan_env(
     env.put(bucket, "incoming/sales/1.csv")
     env.put(bucket, "incoming/sales/2.csv")
     env.put(bucket, "incoming/notes.txt")
-    values = {
-        "S3_SOURCE_BUCKET": bucket,
-        "S3_PREFIX": "incoming",
-        "SQS_QUEUE_URL": queue_url,
-        "AWS_ENDPOINT_URL": env.endpoint,
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
+    return env.set_variables(monkeypatch, bucket, queue_url)
 
 
 def subprocess_env(extra: dict[str, str]) -> dict[str, str]:

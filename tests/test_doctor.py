@@ -207,13 +207,7 @@ def test_state_of_another_bucket_fails(
 def test_lambda_event_runs_the_doctor(
     env: MotoEnv, scanned: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in {
-        "S3_SOURCE_BUCKET": scanned["bucket"],
-        "S3_PREFIX": "incoming",
-        "SQS_QUEUE_URL": scanned["queue_url"],
-        "AWS_ENDPOINT_URL": env.endpoint,
-    }.items():
-        monkeypatch.setenv(name, value)
+    env.set_variables(monkeypatch, scanned["bucket"], scanned["queue_url"])
     result = lambda_handler({"action": "doctor", "deep": True}, None)
     assert result["statusCode"] == 200 and result["ok"] is True
     assert [c["check"] for c in result["checks"]] == CHECKS
@@ -234,13 +228,7 @@ def test_lambda_event_switches_must_be_json_booleans(
     field: str,
     value: Any,
 ) -> None:
-    for name, setting in {
-        "S3_SOURCE_BUCKET": scanned["bucket"],
-        "S3_PREFIX": "incoming",
-        "SQS_QUEUE_URL": scanned["queue_url"],
-        "AWS_ENDPOINT_URL": env.endpoint,
-    }.items():
-        monkeypatch.setenv(name, setting)
+    env.set_variables(monkeypatch, scanned["bucket"], scanned["queue_url"])
     result = lambda_handler({"action": "doctor", field: value}, None)
     assert (result["statusCode"], result["ok"]) == (500, False)
     [finding] = result["checks"]  # nothing else ran: no deep listing, no test message

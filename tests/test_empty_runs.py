@@ -22,15 +22,7 @@ def run_env(
     env: MotoEnv, bucket: str, queue_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
     env.put_many(bucket, ["incoming/a/1.csv", "incoming/b/1.csv"])
-    values = {
-        "S3_SOURCE_BUCKET": bucket,
-        "S3_PREFIX": "incoming",
-        "SQS_QUEUE_URL": queue_url,
-        "AWS_ENDPOINT_URL": env.endpoint,
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
+    return env.set_variables(monkeypatch, bucket, queue_url)
 
 
 def _logged(err: str, event: str) -> list[dict[str, Any]]:

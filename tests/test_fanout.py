@@ -37,17 +37,9 @@ def fan_env(
     function's variables with STATE_LAYOUT=folders."""
     keys = [f"incoming/{f}/{n}.csv" for f in ("a", "b", ODD) for n in (1, 2)]
     env.put_many(bucket, [*keys, "incoming/logs/x.csv", "incoming/top.csv"])
-    values = {
-        "S3_SOURCE_BUCKET": bucket,
-        "S3_PREFIX": "incoming",
-        "SQS_QUEUE_URL": queue_url,
-        "STATE_LAYOUT": "folders",
-        "S3_STATE_KEY": STATE_PREFIX,
-        "AWS_ENDPOINT_URL": env.endpoint,
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
+    return env.set_variables(
+        monkeypatch, bucket, queue_url, STATE_LAYOUT="folders", S3_STATE_KEY=STATE_PREFIX
+    )
 
 
 def objects(env: MotoEnv, bucket: str, prefix: str = "") -> set[str]:

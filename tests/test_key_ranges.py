@@ -346,16 +346,9 @@ def test_the_plan_gives_one_item_per_range(
 ) -> None:
     env.put_many(bucket, keys_of("big", [f"{i}.csv" for i in range(6)]))
     env.put_many(bucket, keys_of("small", ["a.csv"]))
-    values = {
-        "S3_SOURCE_BUCKET": bucket,
-        "S3_PREFIX": "incoming",
-        "SQS_QUEUE_URL": queue_url,
-        "STATE_LAYOUT": "folders",
-        "SHARD_MAX_FILES": str(MAX),
-        "AWS_ENDPOINT_URL": env.endpoint,
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
+    env.set_variables(
+        monkeypatch, bucket, queue_url, STATE_LAYOUT="folders", SHARD_MAX_FILES=str(MAX)
+    )
     assert lambda_handler({}, Context())["queued"] == 7
     env.bodies(queue_url)
     result = lambda_handler({"action": "plan"}, Context())

@@ -62,14 +62,7 @@ def test_a_prefix_setting_means_the_same_keys_to_scan_and_migrate(
     capsys: pytest.CaptureFixture[str],
     clean_config_env: None,
 ) -> None:
-    for name, value in {
-        "S3_SOURCE_BUCKET": bucket,
-        "S3_PREFIX": P,
-        "SQS_QUEUE_URL": queue_url,
-        "S3_STATE_KEY": "state/run/",
-        "AWS_ENDPOINT_URL": env.endpoint,
-    }.items():
-        monkeypatch.setenv(name, value)
+    env.set_variables(monkeypatch, bucket, queue_url, P, S3_STATE_KEY="state/run/")
     env.put_many(bucket, [f"{P}a/1.csv", f"{P}a/2.csv", f"{P}b/1.csv"])
 
     assert _scan(capsys, "folders")["queued"] == 3
